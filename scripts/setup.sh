@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian machine lacks for building, running and testing BTP.
+# Idempotent: installs only what is missing. Usage: scripts/setup.sh [run|test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-test}"
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have cmake || need_pkgs+=(cmake)
+have cc || need_pkgs+=(build-essential)
+if [ "$what" = test ]; then
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+  have chromium || need_pkgs+=(chromium)
+  have promtool || need_pkgs+=(prometheus)
+  have node || need_pkgs+=(nodejs npm)
+fi
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  echo "setup: installing ${need_pkgs[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+if [ "$what" = test ] && [ -f tests/js/package-lock.json ]; then
+  if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
+    echo "setup: npm ci in tests/js"
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
