@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "btp", version, about = "BTP gateway: edge proxy, realtime sync API and their supervisor")]
+#[command(
+    name = "btp",
+    version,
+    about = "BTP gateway: edge proxy, realtime sync API and their supervisor"
+)]
 pub struct Cli {
     /// Configuration file [default: config.toml if present, else embedded defaults]
     #[arg(long, global = true, env = "BTP_CONFIG", value_name = "PATH")]
@@ -38,7 +42,13 @@ pub enum Command {
     /// Validate the configuration (like `nginx -t`, but semantic) and exit
     Check,
     /// Ask the running `btp up` / `btp gateway` to re-read its configuration and static files
-    Reload,
+    /// (SIGHUP); an invalid configuration is reported and the running one kept
+    Reload {
+        /// Also replace every API worker, one at a time, each gated on the new one being
+        /// ready (SIGUSR2)
+        #[arg(long)]
+        restart_workers: bool,
+    },
     /// Write a self-signed development certificate (never commit the key)
     Certs {
         /// Directory for dev.crt and dev.key

@@ -21,14 +21,18 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Up { upgrade: false });
 
     if let Command::Certs { dir } = &command {
-        return report(btp_gateway::tls::generate_dev_cert(
-            &dir.join("dev.crt"),
-            &dir.join("dev.key"),
-        )
-        .map(|()| println!("wrote {0}/dev.crt and {0}/dev.key", dir.display())));
+        return report(
+            btp_gateway::tls::generate_dev_cert(&dir.join("dev.crt"), &dir.join("dev.key"))
+                .map(|()| println!("wrote {0}/dev.crt and {0}/dev.key", dir.display())),
+        );
     }
-    if let Command::Reload = &command {
-        return report(supervise::signal_running(&source, nix::sys::signal::Signal::SIGHUP));
+    if let Command::Reload { restart_workers } = &command {
+        let signal = if *restart_workers {
+            nix::sys::signal::Signal::SIGUSR2
+        } else {
+            nix::sys::signal::Signal::SIGHUP
+        };
+        return report(supervise::signal_running(&source, signal));
     }
 
     let config = match btp_config::load(&source) {
@@ -50,15 +54,13 @@ fn main() -> ExitCode {
     limits::raise_nofile();
 
     match command {
-        Command::Up { upgrade } => {
-            if let Err(e) = supervise::spawn_workers(&config, &source) {
-                return report(Err(e));
-            }
-            report(run_gateway(config, source, upgrade))
-        }
-        Command::Gateway { upgrade } => report(run_gateway(config, source, upgrade)),
+        Command::Up { upgrade } => report(
+            supervise::launcher(&source)
+                .and_then(|launcher| run_gateway(config, source, upgrade, Some(launcher))),
+        ),
+        Command::Gateway { upgrade } => report(run_gateway(config, source, upgrade, None)),
         Command::Api { worker } => report(run_api(config, worker)),
-        Command::Check | Command::Certs { .. } | Command::Reload => ExitCode::SUCCESS,
+        Command::Check | Command::Certs { .. } | Command::Reload { .. } => ExitCode::SUCCESS,
     }
 }
 
@@ -66,17 +68,26 @@ fn run_gateway(
     config: btp_config::Config,
     source: btp_config::Source,
     upgrade: bool,
+    workers: Option<btp_gateway::supervisor::Launcher>,
 ) -> anyhow::Result<()> {
     supervise::write_pid_file(&config)?;
-    btp_gateway::run(config, btp_gateway::RunOptions { source, upgrade })
+    btp_gateway::run(
+        config,
+        btp_gateway::RunOptions {
+            source,
+            upgrade,
+            workers,
+        },
+    )
 }
 
 fn run_api(config: btp_config::Config, worker: u16) -> anyhow::Result<()> {
+    let launch = supervise::launch_from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("btp-api")
         .build()?;
-    runtime.block_on(btp_api::run(config, worker))
+    runtime.block_on(btp_api::run_with(config, worker, launch))
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

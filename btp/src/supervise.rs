@@ -1,109 +1,61 @@
-//! What pm2 did, inside `btp up`: run `api.workers` API processes (this same binary as
-//! `btp api --worker i`), restart one that dies with exponential backoff, and make sure
-//! none outlives the gateway. Children are tied to this process with a parent-death
-//! signal, so even a `kill -9` of the gateway leaves no orphan holding the API ports.
+//! The binary's side of supervision. `btp up` hands the gateway a [`Launcher`] (this
+//! executable and the configuration file), and the gateway's supervisor runs the workers
+//! (`btp_gateway::supervisor`). A worker started that way finds its listening socket and
+//! its readiness pipe in the environment ([`launch_from_env`]). The operator's side is the
+//! pid file and `btp reload`, which signals the running process.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::os::fd::{FromRawFd, RawFd};
 
 use anyhow::Context;
 use btp_config::{Config, Source};
+use btp_gateway::supervisor::{Launcher, LISTEN_FD_ENV, READY_FD_ENV};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-/// First restart delay; doubles per consecutive crash up to `api.restart_backoff_max_ms`.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-/// A worker that stayed up this long is healthy again: its next crash restarts fast.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-
-/// Restarts performed since start, across workers.
-pub static RESTARTS: AtomicU64 = AtomicU64::new(0);
-
-/// Start the supervisor thread with one watch loop per worker.
-pub fn spawn_workers(config: &Config, source: &Source) -> anyhow::Result<()> {
+/// How the gateway starts workers: this executable, with the same configuration file.
+pub fn launcher(source: &Source) -> anyhow::Result<Launcher> {
     let exe = std::env::current_exe().context("cannot find the btp executable")?;
-    let config_arg = match source {
+    let config = match source {
         Source::Explicit(path) => Some(std::fs::canonicalize(path).unwrap_or(path.clone())),
         Source::Default => None,
     };
-    let workers = config.api.workers;
-    let backoff_max = Duration::from_millis(config.api.restart_backoff_max_ms);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the supervisor runtime")?;
-    std::thread::Builder::new()
-        .name("btp-supervisor".into())
-        .spawn(move || {
-            // The children's parent-death signal is tied to this thread: it must live as
-            // long as the process, which it does by never leaving this block_on.
-            runtime.block_on(async move {
-                let loops = (0..workers).map(|worker| {
-                    let spec = WorkerSpec {
-                        exe: exe.clone(),
-                        config: config_arg.clone(),
-                        worker,
-                    };
-                    tokio::spawn(watch(spec, backoff_max))
-                });
-                futures::future::join_all(loops).await;
-            })
-        })
-        .context("cannot start the supervisor thread")?;
-    Ok(())
+    Ok(Launcher { exe, config })
 }
 
-struct WorkerSpec {
-    exe: PathBuf,
-    config: Option<PathBuf>,
-    worker: u16,
-}
-
-impl WorkerSpec {
-    fn command(&self) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.exe);
-        if let Some(config) = &self.config {
-            cmd.arg("--config").arg(config);
-        }
-        cmd.arg("api").arg("--worker").arg(self.worker.to_string());
-        cmd.stdin(Stdio::null());
-        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd
+/// A worker started by the supervisor: its inherited socket and readiness pipe. Without
+/// the variables (a `btp api` started by hand) it binds its own address.
+pub fn launch_from_env() -> anyhow::Result<btp_api::Launch> {
+    let mut launch = btp_api::Launch::default();
+    if let Some(fd) = inherited_fd(LISTEN_FD_ENV)? {
+        // SAFETY: the supervisor cleared close-on-exec on this listening socket for us
+        // alone; `inherited_fd` checked that it is open.
+        launch.listener = Some(unsafe { std::net::TcpListener::from_raw_fd(fd) });
     }
-}
-
-async fn watch(spec: WorkerSpec, backoff_max: Duration) {
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        let started = Instant::now();
-        let status = match spec.command().spawn() {
-            Ok(mut child) => {
-                tracing::info!(worker = spec.worker, pid = child.id(), "api worker started");
-                child.wait().await
+    if let Some(fd) = inherited_fd(READY_FD_ENV)? {
+        launch.ready = Some(Box::new(move || {
+            // SAFETY: the write end of the supervisor's readiness pipe, ours alone.
+            let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+            if let Err(e) = pipe.write_all(b"ready\n") {
+                tracing::warn!(error = %e, "could not tell the supervisor this worker is ready");
             }
-            Err(e) => Err(e),
-        };
-        if started.elapsed() >= STABLE_AFTER {
-            backoff = FIRST_BACKOFF;
-        }
-        match status {
-            Ok(status) => tracing::error!(worker = spec.worker, %status, restart_in_ms = backoff.as_millis() as u64, "api worker exited"),
-            Err(e) => tracing::error!(worker = spec.worker, error = %e, restart_in_ms = backoff.as_millis() as u64, "api worker could not be started"),
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(backoff_max);
-        RESTARTS.fetch_add(1, Ordering::Relaxed);
+        }));
     }
+    Ok(launch)
+}
+
+fn inherited_fd(var: &str) -> anyhow::Result<Option<RawFd>> {
+    let Ok(text) = std::env::var(var) else {
+        return Ok(None);
+    };
+    let fd: RawFd = text
+        .parse()
+        .with_context(|| format!("{var}={text:?} is not a file descriptor"))?;
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        anyhow::bail!("{var}={fd} is not an open descriptor");
+    }
+    Ok(Some(fd))
 }
 
 pub fn write_pid_file(config: &Config) -> anyhow::Result<()> {

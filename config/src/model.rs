@@ -120,7 +120,7 @@ impl Default for Api {
         Api {
             listen: "127.0.0.1:3001".into(),
             workers: 1,
-            cors_origins: vec!["app://btp".into(), "null".into()],
+            cors_origins: vec!["app://btp".into(), "null".into(), "file://".into()],
             restart_backoff_max_ms: 10_000,
         }
     }
@@ -396,7 +396,7 @@ mod tests {
         };
         assert_eq!(
             cfg.allowed_origins(),
-            vec!["app://btp", "null", "https://btp.example.ma"]
+            vec!["app://btp", "null", "file://", "https://btp.example.ma"]
         );
     }
 }

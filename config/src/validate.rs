@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 
-use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
 use crate::{Config, DbKind, Problem, Problems};
@@ -93,7 +92,10 @@ impl Ctx<'_> {
     /// Report at `key` (dotted path) if the file has it, else at its section, else 1:1.
     fn report(&mut self, key: &str, message: String) {
         let span = key_span(self.tree, key)
-            .or_else(|| key.rsplit_once('.').and_then(|(s, _)| key_span(self.tree, s)))
+            .or_else(|| {
+                key.rsplit_once('.')
+                    .and_then(|(s, _)| key_span(self.tree, s))
+            })
             .unwrap_or(0..0);
         self.sink.at(span, &message);
     }
@@ -143,18 +145,32 @@ impl Ctx<'_> {
             if !is_ip_or_cidr(proxy) {
                 self.report(
                     "gateway.trusted_proxies",
-                    format!("gateway.trusted_proxies[{i}] = {proxy:?} is not an IP address or CIDR"),
+                    format!(
+                        "gateway.trusted_proxies[{i}] = {proxy:?} is not an IP address or CIDR"
+                    ),
                 );
             }
         }
         if c.gateway.max_body_bytes == 0 {
-            self.report("gateway.max_body_bytes", "gateway.max_body_bytes must be at least 1".into());
+            self.report(
+                "gateway.max_body_bytes",
+                "gateway.max_body_bytes must be at least 1".into(),
+            );
         }
         for (key, value) in [
             ("gateway.header_timeout_ms", c.gateway.header_timeout_ms),
-            ("gateway.upstream_connect_timeout_ms", c.gateway.upstream_connect_timeout_ms),
-            ("gateway.upstream_read_timeout_ms", c.gateway.upstream_read_timeout_ms),
-            ("gateway.health_check_interval_ms", c.gateway.health_check_interval_ms),
+            (
+                "gateway.upstream_connect_timeout_ms",
+                c.gateway.upstream_connect_timeout_ms,
+            ),
+            (
+                "gateway.upstream_read_timeout_ms",
+                c.gateway.upstream_read_timeout_ms,
+            ),
+            (
+                "gateway.health_check_interval_ms",
+                c.gateway.health_check_interval_ms,
+            ),
             ("realtime.connect_timeout_ms", c.realtime.connect_timeout_ms),
             ("api.restart_backoff_max_ms", c.api.restart_backoff_max_ms),
         ] {
@@ -162,12 +178,14 @@ impl Ctx<'_> {
                 self.report(key, format!("{key} must be greater than 0"));
             }
         }
-        if !c.gateway.public_url.is_empty()
-            && !(c.gateway.public_url.starts_with("http://") || c.gateway.public_url.starts_with("https://"))
-        {
+        let url = &c.gateway.public_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             self.report(
                 "gateway.public_url",
-                format!("gateway.public_url {:?} must start with http:// or https://", c.gateway.public_url),
+                format!(
+                    "gateway.public_url {:?} must start with http:// or https://",
+                    c.gateway.public_url
+                ),
             );
         }
 
@@ -201,11 +219,17 @@ impl Ctx<'_> {
         if c.database.kind().is_none() {
             self.report(
                 "database.url",
-                format!("database.url {:?} must start with sqlite:// or postgres://", redact(&c.database.url)),
+                format!(
+                    "database.url {:?} must start with sqlite:// or postgres://",
+                    redact(&c.database.url)
+                ),
             );
         }
         if c.database.max_connections == 0 {
-            self.report("database.max_connections", "database.max_connections must be at least 1".into());
+            self.report(
+                "database.max_connections",
+                "database.max_connections must be at least 1".into(),
+            );
         }
         if c.sync.tombstone_retention_days == 0 {
             self.report(
@@ -214,7 +238,10 @@ impl Ctx<'_> {
             );
         }
         if !(1..=10_000).contains(&c.sync.max_batch_ops) {
-            self.report("sync.max_batch_ops", "sync.max_batch_ops must be within 1..=10000".into());
+            self.report(
+                "sync.max_batch_ops",
+                "sync.max_batch_ops must be within 1..=10000".into(),
+            );
         }
         if c.sync.pull_limit_default == 0 || c.sync.pull_limit_default > c.sync.pull_limit_max {
             self.report(
@@ -223,7 +250,10 @@ impl Ctx<'_> {
             );
         }
         if c.auth.token_ttl_hours == 0 {
-            self.report("auth.token_ttl_hours", "auth.token_ttl_hours must be at least 1".into());
+            self.report(
+                "auth.token_ttl_hours",
+                "auth.token_ttl_hours must be at least 1".into(),
+            );
         }
         if c.auth.login_max_failures == 0 || c.auth.login_window_secs == 0 {
             self.report(
@@ -238,7 +268,10 @@ impl Ctx<'_> {
 
     fn check_workers(&mut self, c: &Config) {
         if c.api.workers == 0 || c.api.workers > 64 {
-            self.report("api.workers", format!("api.workers = {} must be within 1..=64", c.api.workers));
+            self.report(
+                "api.workers",
+                format!("api.workers = {} must be within 1..=64", c.api.workers),
+            );
             return;
         }
         if c.api.workers > 1 && c.database.kind() == Some(DbKind::Sqlite) {
@@ -268,13 +301,22 @@ impl Ctx<'_> {
         // Every listener with the concrete ports it occupies (API workers take a range).
         let mut taken: BTreeMap<u16, Vec<(&str, SocketAddr)>> = BTreeMap::new();
         for &(key, addr) in listeners {
-            let count = if key == "api.listen" { c.api.workers.max(1) } else { 1 };
+            let count = if key == "api.listen" {
+                c.api.workers.max(1)
+            } else {
+                1
+            };
             for i in 0..count {
-                let Some(port) = addr.port().checked_add(i) else { break };
+                let Some(port) = addr.port().checked_add(i) else {
+                    break;
+                };
                 if port == 0 {
                     continue;
                 }
-                taken.entry(port).or_default().push((key, SocketAddr::new(addr.ip(), port)));
+                taken
+                    .entry(port)
+                    .or_default()
+                    .push((key, SocketAddr::new(addr.ip(), port)));
             }
         }
         for (port, users) in taken {
@@ -284,7 +326,10 @@ impl Ctx<'_> {
                         || addr.ip().is_unspecified()
                         || other_addr.ip().is_unspecified();
                     if overlap && key != other {
-                        self.report(key, format!("{key} port {port} collides with {other} ({other_addr})"));
+                        self.report(
+                            key,
+                            format!("{key} port {port} collides with {other} ({other_addr})"),
+                        );
                     }
                 }
             }
@@ -297,14 +342,20 @@ impl Ctx<'_> {
         let certs = match read_certs(&cert_path) {
             Ok(certs) => Some(certs),
             Err(e) => {
-                self.report("gateway.tls_cert", format!("gateway.tls_cert {}: {e}", cert_path.display()));
+                self.report(
+                    "gateway.tls_cert",
+                    format!("gateway.tls_cert {}: {e}", cert_path.display()),
+                );
                 None
             }
         };
         let key = match read_key(&key_path) {
             Ok(key) => Some(key),
             Err(e) => {
-                self.report("gateway.tls_key", format!("gateway.tls_key {}: {e}", key_path.display()));
+                self.report(
+                    "gateway.tls_key",
+                    format!("gateway.tls_key {}: {e}", key_path.display()),
+                );
                 None
             }
         };
@@ -312,7 +363,10 @@ impl Ctx<'_> {
             if let Err(e) = crate::validate::server_config(certs, key) {
                 self.report(
                     "gateway.tls_key",
-                    format!("gateway.tls_key {} does not match gateway.tls_cert: {e}", key_path.display()),
+                    format!(
+                        "gateway.tls_key {} does not match gateway.tls_cert: {e}",
+                        key_path.display()
+                    ),
                 );
             }
         }
@@ -410,8 +464,14 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let col = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, col)
 }
 

@@ -55,14 +55,19 @@ fn shipped_config_documents_every_key() {
             section = name.trim_end_matches(']').to_string();
             continue;
         }
-        let Some((key, _)) = line.split_once(" = ") else { continue };
+        let Some((key, _)) = line.split_once(" = ") else {
+            continue;
+        };
         let listed = text.lines().any(|l| {
             let l = l.trim_start_matches("# ").trim_start();
             l.starts_with(&format!("{key} ="))
         });
         assert!(listed, "[{section}] {key} is missing from config.toml");
     }
-    assert!(text.contains("# tls_listen ="), "tls_listen must be shown commented out");
+    assert!(
+        text.contains("# tls_listen ="),
+        "tls_listen must be shown commented out"
+    );
 }
 
 #[test]
@@ -130,7 +135,10 @@ fn several_workers_require_postgres() {
     let dir = site();
     let p = problems("[api]\nworkers = 2\n", &dir);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("config.toml:2:1: api.workers = 2 needs PostgreSQL"), "{p:?}");
+    assert!(
+        p[0].starts_with("config.toml:2:1: api.workers = 2 needs PostgreSQL"),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -151,13 +159,22 @@ fn missing_static_root_or_index_is_reported() {
     let dir = site();
     let missing = problems("[static]\nroot = \"nowhere\"\n", &dir);
     assert_eq!(missing.len(), 1);
-    assert!(missing[0].starts_with("config.toml:2:1: static.root "), "{missing:?}");
-    assert!(missing[0].ends_with("nowhere is not a directory"), "{missing:?}");
+    assert!(
+        missing[0].starts_with("config.toml:2:1: static.root "),
+        "{missing:?}"
+    );
+    assert!(
+        missing[0].ends_with("nowhere is not a directory"),
+        "{missing:?}"
+    );
 
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     let no_index = problems("[static]\nroot = \"empty\"\n", &dir);
     assert_eq!(no_index.len(), 1);
-    assert!(no_index[0].ends_with("empty has no index.html"), "{no_index:?}");
+    assert!(
+        no_index[0].ends_with("empty has no index.html"),
+        "{no_index:?}"
+    );
 }
 
 #[test]
@@ -175,9 +192,15 @@ fn unreadable_tls_material_is_reported() {
     let text = "[gateway]\ntls_listen = \"0.0.0.0:8443\"\ntls_cert = \"missing.crt\"\ntls_key = \"missing.key\"\n";
     let p = problems(text, &dir);
     assert_eq!(p.len(), 2, "{p:?}");
-    assert!(p[0].starts_with("config.toml:3:1: gateway.tls_cert "), "{p:?}");
+    assert!(
+        p[0].starts_with("config.toml:3:1: gateway.tls_cert "),
+        "{p:?}"
+    );
     assert!(p[0].contains("cannot read"), "{p:?}");
-    assert!(p[1].starts_with("config.toml:4:1: gateway.tls_key "), "{p:?}");
+    assert!(
+        p[1].starts_with("config.toml:4:1: gateway.tls_key "),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -214,11 +237,16 @@ fn tls_key_that_does_not_match_the_cert_is_reported() {
     std::fs::write(dir.join("a.crt"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("a.key"), cert.signing_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("b.key"), other.serialize_pem()).unwrap();
-    let good = "[gateway]\ntls_listen = \"0.0.0.0:8443\"\ntls_cert = \"a.crt\"\ntls_key = \"a.key\"\n";
+    let good =
+        "[gateway]\ntls_listen = \"0.0.0.0:8443\"\ntls_cert = \"a.crt\"\ntls_key = \"a.key\"\n";
     assert_eq!(problems(good, &dir), Vec::<String>::new());
-    let bad = "[gateway]\ntls_listen = \"0.0.0.0:8443\"\ntls_cert = \"a.crt\"\ntls_key = \"b.key\"\n";
+    let bad =
+        "[gateway]\ntls_listen = \"0.0.0.0:8443\"\ntls_cert = \"a.crt\"\ntls_key = \"b.key\"\n";
     let p = problems(bad, &dir);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("config.toml:4:1: gateway.tls_key "), "{p:?}");
+    assert!(
+        p[0].starts_with("config.toml:4:1: gateway.tls_key "),
+        "{p:?}"
+    );
     assert!(p[0].contains("does not match gateway.tls_cert"), "{p:?}");
 }

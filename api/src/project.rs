@@ -1,0 +1,386 @@
+//! The project domain: the fields a BTP project has, how a client's JSON becomes a
+//! validated patch, and how a patch applies to a row. Pure: no IO, no clock (the time is
+//! an argument), so the REST handlers and the sync engine share exactly one set of rules.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Longest `name`, `client` and `city` in characters.
+pub const SHORT_TEXT_MAX: usize = 200;
+/// Longest `notes` in characters.
+pub const NOTES_MAX: usize = 10_000;
+/// Largest budget: the biggest integer a JavaScript client holds exactly.
+pub const BUDGET_MAX: i64 = 9_007_199_254_740_991;
+
+/// Fields the server owns; a client may echo them back in `data` and they are ignored.
+const READ_ONLY_FIELDS: [&str; 5] = ["id", "seq", "created_at", "updated_at", "deleted_at"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Planned,
+    Active,
+    OnHold,
+    Done,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Planned => "planned",
+            Status::Active => "active",
+            Status::OnHold => "on_hold",
+            Status::Done => "done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "planned" => Some(Status::Planned),
+            "active" => Some(Status::Active),
+            "on_hold" => Some(Status::OnHold),
+            "done" => Some(Status::Done),
+            _ => None,
+        }
+    }
+}
+
+/// One project row as stored, tombstones included (`deleted_at` set).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    /// Lowercase hyphenated UUID.
+    pub id: String,
+    /// Seq of the row's last change: its version.
+    pub seq: i64,
+    pub name: String,
+    pub client: String,
+    pub city: String,
+    pub budget_centimes: i64,
+    pub status: Status,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+    pub progress: i64,
+    pub notes: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+impl Project {
+    pub fn is_live(&self) -> bool {
+        self.deleted_at.is_none()
+    }
+
+    /// A new row from a create patch; `name` is the one required field.
+    pub fn create(id: String, patch: &Patch, now: i64) -> Result<Project, Vec<FieldError>> {
+        let Some(name) = patch.name.clone() else {
+            return Err(vec![FieldError::new("name", "is required")]);
+        };
+        let mut project = Project {
+            id,
+            seq: 0,
+            name,
+            client: String::new(),
+            city: String::new(),
+            budget_centimes: 0,
+            status: Status::Planned,
+            start_date: None,
+            end_date: None,
+            progress: 0,
+            notes: String::new(),
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        };
+        project.merge(patch);
+        project.check_dates()?;
+        Ok(project)
+    }
+
+    /// This row with the patch's fields written over it (field-level last writer wins).
+    pub fn patched(&self, patch: &Patch, now: i64) -> Result<Project, Vec<FieldError>> {
+        let mut project = self.clone();
+        project.merge(patch);
+        project.updated_at = now;
+        project.check_dates()?;
+        Ok(project)
+    }
+
+    fn merge(&mut self, patch: &Patch) {
+        if let Some(v) = &patch.name {
+            self.name = v.clone();
+        }
+        if let Some(v) = &patch.client {
+            self.client = v.clone();
+        }
+        if let Some(v) = &patch.city {
+            self.city = v.clone();
+        }
+        if let Some(v) = patch.budget_centimes {
+            self.budget_centimes = v;
+        }
+        if let Some(v) = patch.status {
+            self.status = v;
+        }
+        if let Some(v) = patch.start_date {
+            self.start_date = v;
+        }
+        if let Some(v) = patch.end_date {
+            self.end_date = v;
+        }
+        if let Some(v) = patch.progress {
+            self.progress = v;
+        }
+        if let Some(v) = &patch.notes {
+            self.notes = v.clone();
+        }
+    }
+
+    /// `end_date >= start_date` can only be judged on the merged row: a patch may move
+    /// one date alone.
+    fn check_dates(&self) -> Result<(), Vec<FieldError>> {
+        match (self.start_date, self.end_date) {
+            (Some(start), Some(end)) if end < start => Err(vec![FieldError::new(
+                "end_date",
+                "must be on or after start_date",
+            )]),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub fn format_millis(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+impl Serialize for Project {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Project", 14)?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("seq", &self.seq)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("client", &self.client)?;
+        st.serialize_field("city", &self.city)?;
+        st.serialize_field("budget_centimes", &self.budget_centimes)?;
+        st.serialize_field("status", self.status.as_str())?;
+        st.serialize_field("start_date", &self.start_date.map(|d| d.to_string()))?;
+        st.serialize_field("end_date", &self.end_date.map(|d| d.to_string()))?;
+        st.serialize_field("progress", &self.progress)?;
+        st.serialize_field("notes", &self.notes)?;
+        st.serialize_field("created_at", &format_millis(self.created_at))?;
+        st.serialize_field("updated_at", &format_millis(self.updated_at))?;
+        st.serialize_field("deleted_at", &self.deleted_at.map(format_millis))?;
+        st.end()
+    }
+}
+
+/// A validation failure on one field, reported to the client as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: &str) -> FieldError {
+        FieldError {
+            field: field.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// The editable fields a client sent; `None` = not sent (left as is). For the nullable
+/// dates, `Some(None)` clears the value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Patch {
+    pub name: Option<String>,
+    pub client: Option<String>,
+    pub city: Option<String>,
+    pub budget_centimes: Option<i64>,
+    pub status: Option<Status>,
+    pub start_date: Option<Option<NaiveDate>>,
+    pub end_date: Option<Option<NaiveDate>>,
+    pub progress: Option<i64>,
+    pub notes: Option<String>,
+}
+
+impl Patch {
+    pub fn is_empty(&self) -> bool {
+        *self == Patch::default()
+    }
+
+    /// Parse and validate a JSON object of project fields. Every bad field is reported,
+    /// not only the first, so a form can mark them all at once.
+    pub fn from_json(value: &Value) -> Result<Patch, Vec<FieldError>> {
+        let Some(obj) = value.as_object() else {
+            return Err(vec![FieldError::new("data", "must be an object")]);
+        };
+        Patch::from_map(obj)
+    }
+
+    pub fn from_map(obj: &Map<String, Value>) -> Result<Patch, Vec<FieldError>> {
+        let mut patch = Patch::default();
+        let mut errors = Vec::new();
+        for (key, value) in obj {
+            let result = match key.as_str() {
+                "name" => text(value, 1, SHORT_TEXT_MAX, false).map(|v| patch.name = v),
+                "client" => text(value, 0, SHORT_TEXT_MAX, true).map(|v| patch.client = v),
+                "city" => text(value, 0, SHORT_TEXT_MAX, true).map(|v| patch.city = v),
+                "notes" => text(value, 0, NOTES_MAX, true).map(|v| patch.notes = v),
+                "budget_centimes" => {
+                    integer(value, 0, BUDGET_MAX).map(|v| patch.budget_centimes = Some(v))
+                }
+                "progress" => integer(value, 0, 100).map(|v| patch.progress = Some(v)),
+                "status" => status(value).map(|v| patch.status = Some(v)),
+                "start_date" => date(value).map(|v| patch.start_date = Some(v)),
+                "end_date" => date(value).map(|v| patch.end_date = Some(v)),
+                k if READ_ONLY_FIELDS.contains(&k) => Ok(()),
+                _ => Err("is not a project field".to_string()),
+            };
+            if let Err(message) = result {
+                errors.push(FieldError {
+                    field: key.chars().take(64).collect(),
+                    message,
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(patch)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// A string of `min..=max` characters; with `nullable`, JSON null means "".
+fn text(value: &Value, min: usize, max: usize, nullable: bool) -> Result<Option<String>, String> {
+    match value {
+        Value::Null if nullable => Ok(Some(String::new())),
+        Value::String(s) => {
+            let len = s.chars().count();
+            if min > 0 && s.trim().is_empty() {
+                Err("must not be empty".into())
+            } else if len < min || len > max {
+                Err(format!("must be {min} to {max} characters"))
+            } else {
+                Ok(Some(s.clone()))
+            }
+        }
+        _ => Err("must be a string".into()),
+    }
+}
+
+fn integer(value: &Value, min: i64, max: i64) -> Result<i64, String> {
+    match value.as_i64() {
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(_) => Err(format!("must be between {min} and {max}")),
+        None if value.is_u64() => Err(format!("must be between {min} and {max}")),
+        None => Err("must be an integer".into()),
+    }
+}
+
+fn status(value: &Value) -> Result<Status, String> {
+    value
+        .as_str()
+        .and_then(Status::parse)
+        .ok_or_else(|| "must be one of planned, active, on_hold, done".into())
+}
+
+fn date(value: &Value) -> Result<Option<NaiveDate>, String> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) => parse_date(s)
+            .map(Some)
+            .ok_or_else(|| "must be an ISO date (YYYY-MM-DD)".into()),
+        _ => Err("must be an ISO date (YYYY-MM-DD) or null".into()),
+    }
+}
+
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    if s.len() != 10 {
+        return None;
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// A client-generated project id, normalised to lowercase hyphenated form so the same
+/// UUID spelled differently is the same row.
+pub fn parse_id(value: &str) -> Option<String> {
+    Uuid::parse_str(value)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_invalid_field_is_reported() {
+        let errors = Patch::from_json(&json!({
+            "name": "", "progress": 101, "status": "lost", "budget_centimes": -1,
+            "start_date": "2024-02-30", "color": "red", "notes": 5
+        }))
+        .unwrap_err();
+        let mut fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        fields.sort();
+        assert_eq!(
+            fields,
+            [
+                "budget_centimes",
+                "color",
+                "name",
+                "notes",
+                "progress",
+                "start_date",
+                "status"
+            ]
+        );
+    }
+
+    #[test]
+    fn end_before_start_is_rejected_on_the_merged_row() {
+        let base = Project::create(
+            "a".into(),
+            &Patch::from_json(&json!({"name": "x", "start_date": "2024-05-01"})).unwrap(),
+            1,
+        )
+        .unwrap();
+        let patch = Patch::from_json(&json!({"end_date": "2024-04-30"})).unwrap();
+        let err = base.patched(&patch, 2).unwrap_err();
+        assert_eq!(err[0].field, "end_date");
+        let ok = Patch::from_json(&json!({"end_date": "2024-05-01"})).unwrap();
+        assert!(base.patched(&ok, 2).is_ok());
+    }
+
+    #[test]
+    fn create_requires_a_name_and_fills_defaults() {
+        assert!(Project::create("a".into(), &Patch::default(), 1).is_err());
+        let p = Project::create(
+            "a".into(),
+            &Patch::from_json(&json!({"name": "Villa", "id": "ignored", "seq": 9})).unwrap(),
+            7,
+        )
+        .unwrap();
+        assert_eq!(p.status, Status::Planned);
+        assert_eq!(p.created_at, 7);
+        assert_eq!(p.seq, 0);
+    }
+
+    #[test]
+    fn ids_are_normalised() {
+        assert_eq!(
+            parse_id("6F9619FF-8B86-D011-B42D-00C04FC964FF").as_deref(),
+            Some("6f9619ff-8b86-d011-b42d-00c04fc964ff")
+        );
+        assert_eq!(parse_id("not-a-uuid"), None);
+    }
+}

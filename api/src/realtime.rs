@@ -1,0 +1,328 @@
+//! The realtime glue between the sync engine and the Socket.IO server (`btp-sio`):
+//! who may connect (a bearer token in the handshake `auth`), what the events do
+//! (`sync:pull` and `sync:push` answer through their acks with exactly the HTTP API's
+//! JSON), and the fan-out of committed batches from the change bus as `sync:changes`.
+//!
+//! The no-echo rule lives in one place, [`fan_out`]: a batch goes to the sockets in its
+//! user's room except those of the session that sent it, and a batch without an origin
+//! session is not broadcast at all. Every batch comes from the bus, whichever transport
+//! or process committed it, so a push over REST, over a socket on this process or over
+//! a socket on another process reaches the other devices the same way.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use btp_sio::{Args, ConnectError, Cors, Namespace, Server, Socket};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Histogram, HistogramOpts, IntGauge, Opts};
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::bus::ChangeBatch;
+use crate::error::ApiError;
+use crate::metrics::MetricsError;
+use crate::state::AppState;
+
+/// The Socket.IO request path; the gateway routes it here unchanged.
+pub const PATH: &str = "/socket.io/";
+/// The namespace the product uses.
+const NSP: &str = "/";
+
+/// Who a socket is, decided once at its handshake.
+pub struct Peer {
+    pub user_id: String,
+    /// The device's `clientSessionId` (stable per device); a client that sends none gets
+    /// a fresh one, so its pushes still have an origin that is never echoed to.
+    pub client_session_id: String,
+}
+
+/// The running realtime layer of one API process.
+#[derive(Clone)]
+pub struct Realtime {
+    server: Server<Peer>,
+}
+
+impl Realtime {
+    /// Build the Socket.IO server from `[realtime]` and start the bus fan-out task.
+    pub fn start(state: &AppState) -> Result<Realtime, MetricsError> {
+        let rt = &state.config.realtime;
+        let config = btp_sio::Config {
+            ping_interval: rt.ping_interval(),
+            ping_timeout: rt.ping_timeout(),
+            max_payload: rt.max_payload_bytes,
+            connect_timeout: rt.connect_timeout(),
+            cors: Cors::Origins(state.config.allowed_origins()),
+            sid_prefix: format!("{:02x}", state.worker),
+            path: PATH.to_owned(),
+            ..btp_sio::Config::default()
+        };
+        let server = Server::builder(config)
+            .namespace(NSP, namespace(state.clone()))
+            .build();
+        let fan_out_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "broadcast_fanout_seconds",
+                "Time to queue one committed batch to the user's other sockets",
+            )
+            .buckets(vec![
+                0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1,
+            ]),
+        )?;
+        let lagged = IntGauge::new(
+            "broadcast_lagged_batches",
+            "Batches the fan-out skipped because it fell behind the bus (clients pull to recover)",
+        )?;
+        let registry = state.metrics.registry();
+        registry.register(Box::new(fan_out_seconds.clone()))?;
+        registry.register(Box::new(lagged.clone()))?;
+        registry.register(Box::new(SocketCollector::new(server.clone())?))?;
+        tokio::spawn(fan_out(
+            state.clone(),
+            server.clone(),
+            fan_out_seconds,
+            lagged,
+        ));
+        Ok(Realtime { server })
+    }
+
+    /// Route `/socket.io/` to the Socket.IO server.
+    pub fn mount(&self, router: Router) -> Router {
+        let server = self.server.clone();
+        router.route_service(
+            PATH,
+            tower::service_fn(move |req: Request| {
+                let server = server.clone();
+                async move {
+                    let response: Response =
+                        server.handle(req).await.map(Body::new).into_response();
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            }),
+        )
+    }
+
+    /// Close every session in order (Engine.IO `close`), so clients reconnect at once
+    /// (to another worker, or to this one once it is back).
+    pub async fn shutdown(&self) {
+        self.server.shutdown().await;
+    }
+}
+
+fn namespace(state: AppState) -> Namespace<Peer> {
+    let auth_state = state.clone();
+    let pull_state = state.clone();
+    let push_state = state;
+    Namespace::new(move |handshake| {
+        let state = auth_state.clone();
+        async move {
+            let token = handshake
+                .auth
+                .get("token")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let user = match state.auth.authenticate(token).await {
+                Ok(Some(user)) => user,
+                Ok(None) => return Err(ConnectError::new("unauthorized")),
+                Err(e) => {
+                    tracing::error!(error = %e.message, "[SYNC] SOCKET_AUTH_FAILED");
+                    return Err(ConnectError::new("unavailable"));
+                }
+            };
+            let client_session_id = match handshake
+                .auth
+                .get("clientSessionId")
+                .and_then(Value::as_str)
+            {
+                Some(id) if !id.is_empty() && id.len() <= 200 => id.to_owned(),
+                _ => format!("sio-{}", uuid::Uuid::new_v4()),
+            };
+            Ok(Peer {
+                user_id: user.id,
+                client_session_id,
+            })
+        }
+    })
+    .on_connection(|socket| {
+        let peer = socket.data();
+        socket.join(&room(&peer.user_id));
+        tracing::info!(
+            user = %peer.user_id,
+            session = %peer.client_session_id,
+            transport = ?socket.transport(),
+            "[SYNC] SOCKET_CONNECTED"
+        );
+    })
+    .on("sync:pull", move |socket, event| {
+        let state = pull_state.clone();
+        async move {
+            let body = first_arg(&event.args);
+            let peer = socket.data();
+            let reply = state
+                .sync
+                .pull(&peer.user_id, &body, Some(&peer.client_session_id))
+                .await
+                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
+            acknowledge(event.ack, reply);
+        }
+    })
+    .on("sync:push", move |socket, event| {
+        let state = push_state.clone();
+        async move {
+            let body = first_arg(&event.args);
+            let peer = socket.data();
+            let reply = state
+                .sync
+                .push(&peer.user_id, &body, Some(&peer.client_session_id))
+                .await
+                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
+            acknowledge(event.ack, reply);
+        }
+    })
+    .on_disconnect(|socket: &Socket<Peer>, reason| {
+        let peer = socket.data();
+        tracing::info!(
+            user = %peer.user_id,
+            session = %peer.client_session_id,
+            reason = reason.as_str(),
+            "[SYNC] SOCKET_DISCONNECTED"
+        );
+    })
+}
+
+fn room(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+/// The event's payload, or `{}` when absent or not JSON (the sync service then answers
+/// with its usual validation error).
+fn first_arg(args: &Args) -> Value {
+    args.get::<Value>(0)
+        .unwrap_or(Value::Object(Default::default()))
+}
+
+fn acknowledge(ack: Option<btp_sio::AckSender>, reply: Result<Value, ApiError>) {
+    let Some(ack) = ack else { return };
+    let value = match reply {
+        Ok(value) => value,
+        Err(e) => e.to_json(),
+    };
+    if let Ok(args) = Args::one(&value) {
+        // The socket may be gone by now; its device will pull on reconnect.
+        let _ = ack.send(&args);
+    }
+}
+
+/// Broadcast every committed batch to its user's other sessions.
+async fn fan_out(state: AppState, server: Server<Peer>, seconds: Histogram, lagged: IntGauge) {
+    let mut batches = state.bus.subscribe();
+    loop {
+        match batches.recv().await {
+            Ok(batch) => {
+                let started = Instant::now();
+                broadcast(&server, &batch);
+                seconds.observe(started.elapsed().as_secs_f64());
+            }
+            Err(RecvError::Lagged(n)) => {
+                // Skipped batches are not lost: each device sees `from` ≠ its cursor on
+                // the next batch and pulls.
+                lagged.add(n as i64);
+                tracing::warn!(skipped = n, "[SYNC] BROADCAST_LAGGED");
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+fn broadcast(server: &Server<Peer>, batch: &ChangeBatch) -> usize {
+    let Some(origin) = batch.origin_session.as_deref() else {
+        return 0;
+    };
+    let Ok(args) = Args::one(&batch.payload()) else {
+        return 0;
+    };
+    let sent = server.broadcast(
+        NSP,
+        Some(&room(&batch.user_id)),
+        "sync:changes",
+        &args,
+        |s| s.data().client_session_id == origin,
+    );
+    tracing::debug!(user = %batch.user_id, origin, from = batch.from, to = batch.to, sent, "[SYNC] BROADCAST");
+    sent
+}
+
+/// Socket counts and event counters, read from the Socket.IO server at scrape time.
+struct SocketCollector {
+    server: Server<Peer>,
+    sessions: prometheus::IntGaugeVec,
+    sockets: IntGauge,
+    events_in: prometheus::IntCounter,
+    events_out: prometheus::IntCounter,
+    descs: Vec<Desc>,
+}
+
+impl SocketCollector {
+    fn new(server: Server<Peer>) -> Result<SocketCollector, prometheus::Error> {
+        let sessions = prometheus::IntGaugeVec::new(
+            Opts::new("realtime_sessions", "Engine.IO sessions open, by transport"),
+            &["transport"],
+        )?;
+        let sockets = IntGauge::new("realtime_sockets", "Socket.IO sockets connected")?;
+        let events_in = prometheus::IntCounter::new(
+            "realtime_events_received_total",
+            "Socket.IO events received from clients",
+        )?;
+        let events_out = prometheus::IntCounter::new(
+            "realtime_events_sent_total",
+            "Socket.IO events and acks queued to clients (a broadcast counts per recipient)",
+        )?;
+        let descs = [
+            sessions.desc(),
+            sockets.desc(),
+            events_in.desc(),
+            events_out.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        Ok(SocketCollector {
+            server,
+            sessions,
+            sockets,
+            events_in,
+            events_out,
+            descs,
+        })
+    }
+}
+
+impl Collector for SocketCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let m = self.server.metrics();
+        self.sessions
+            .with_label_values(&["websocket"])
+            .set(m.websocket_sessions as i64);
+        self.sessions
+            .with_label_values(&["polling"])
+            .set(m.polling_sessions as i64);
+        self.sockets.set(m.sockets as i64);
+        self.events_in
+            .inc_by(m.events_received_total.saturating_sub(self.events_in.get()));
+        self.events_out
+            .inc_by(m.events_sent_total.saturating_sub(self.events_out.get()));
+        let mut families = self.sessions.collect();
+        families.extend(self.sockets.collect());
+        families.extend(self.events_in.collect());
+        families.extend(self.events_out.collect());
+        families
+    }
+}

@@ -1,0 +1,177 @@
+//! Process lifecycle: open the state, bind the worker's loopback address (or take the
+//! listening socket `btp up` hands down), serve until SIGTERM/SIGINT, then drain
+//! connections and close the database.
+//!
+//! Under `btp up` the listening socket belongs to the supervisor and is shared by a worker
+//! and its replacement, so a rolling restart or a binary upgrade never refuses a
+//! connection: the old worker stops accepting the moment it is told to stop, the new one
+//! keeps accepting from the same queue.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::{Listener, ListenerExt};
+use axum::Router;
+use btp_config::Config;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::http;
+use crate::metrics::MetricsError;
+use crate::realtime::Realtime;
+use crate::state::{AppState, Options};
+
+/// `btp api --worker N`: serve API worker `worker` on `config.api_worker_addr(worker)`
+/// until SIGTERM/SIGINT; then close every realtime session in order (clients reconnect at
+/// once), let in-flight requests finish and close the database.
+pub async fn run(config: Config, worker: u16) -> anyhow::Result<()> {
+    run_with(config, worker, Launch::default()).await
+}
+
+/// How a supervised worker is started: with the supervisor's listening socket, and a
+/// callback that tells the supervisor the worker is serving (its health gate).
+#[derive(Default)]
+pub struct Launch {
+    /// A listening socket inherited from the supervisor; `None` binds the worker address.
+    pub listener: Option<std::net::TcpListener>,
+    /// Called once the database is open and the listener is about to be served.
+    pub ready: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// [`run`] with a [`Launch`].
+pub async fn run_with(config: Config, worker: u16, launch: Launch) -> anyhow::Result<()> {
+    let addr = config
+        .api_worker_addr(worker)
+        .with_context(|| format!("no address for API worker {worker} (api.listen)"))?;
+    let state = AppState::open(config, Options::new(worker))
+        .await
+        .context("opening the database")?;
+    let (app, realtime) = app(&state).context("starting the realtime layer")?;
+    let listener = match launch.listener {
+        Some(inherited) => inherited
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(inherited))
+            .with_context(|| format!("using the inherited socket of API worker {worker}"))?,
+        None => TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding API worker {worker} on {addr}"))?,
+    };
+    tracing::info!(%addr, worker, db = ?state.store.dialect(), "[API] LISTENING");
+    if let Some(ready) = launch.ready {
+        ready();
+    }
+    let closing = realtime.clone();
+    let served = serve(listener, app, async move {
+        shutdown_signal().await;
+        tracing::info!(worker, "[API] STOPPING");
+        // Stop accepting at once (a replacement may be accepting from the same socket)
+        // while the sessions close in order; their tasks are awaited below.
+        tokio::spawn(async move { closing.shutdown().await });
+    })
+    .await;
+    realtime.shutdown().await;
+    state.shutdown().await;
+    served.context("serving HTTP")
+}
+
+/// The whole HTTP surface of a worker: the API routes, `/socket.io/`, the shared
+/// fallbacks and layers; with the realtime handle for shutdown.
+pub fn app(state: &AppState) -> Result<(Router, Realtime), MetricsError> {
+    let realtime = Realtime::start(state)?;
+    let routes = realtime.mount(http::router(state.clone()));
+    Ok((http::finish(routes, state.clone()), realtime))
+}
+
+/// After a worker stops accepting, a connection it accepted just before may not have
+/// delivered its first request yet; closing it then as idle would fail a request the
+/// gateway has already sent. Connections get this long before idle ones are closed.
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// Serve `app` on `listener` until `shutdown` completes; then stop accepting at once (a
+/// replacement may be accepting from the same socket), give fresh connections [`SETTLE`]
+/// to deliver their request, and let in-flight requests finish. Peer addresses are
+/// recorded for the login throttle's IP fallback.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let draining = Draining {
+        inner: Some(listener),
+        stop: stop_rx,
+    }
+    // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` support.
+    .tap_io(|_| {});
+    axum::serve(
+        draining,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        tokio::time::sleep(SETTLE).await;
+    })
+    .await
+}
+
+/// A listener that can stop accepting (and close its socket) before axum's graceful
+/// shutdown begins.
+struct Draining {
+    inner: Option<TcpListener>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Listener for Draining {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            let Some(listener) = &self.inner else {
+                return std::future::pending().await;
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => Some(accepted),
+                _ = self.stop.wait_for(|stop| *stop) => None,
+            };
+            match accepted {
+                Some(Ok(conn)) => return conn,
+                Some(Err(e)) => {
+                    // Out of descriptors or a connection reset while queued: not fatal.
+                    tracing::warn!(error = %e, "[API] ACCEPT failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None => self.inner = None,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.inner {
+            Some(listener) => listener.local_addr(),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install signal handlers; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,783 @@
+//! Storage: every SQL statement the API runs, behind one [`Store`] that speaks SQLite or
+//! PostgreSQL.
+//!
+//! Both engines run the same statements through sqlx's `Any` driver (numbered `$n`
+//! placeholders, `ON CONFLICT`, `RETURNING` and partial indexes mean the same on both);
+//! what differs lives in `sqlite.rs` (file creation, WAL, one writer at a time) and
+//! `postgres.rs` (LISTEN/NOTIFY). The sync engine's decisions are pure (`crate::sync`);
+//! this module only loads their inputs and writes their outputs inside one transaction.
+//!
+//! Commit order: every write transaction first locks the user's `sync_state` row
+//! (`UPDATE … RETURNING`), so a user's writers run one at a time and seq order is
+//! commit order. Reads of more than one statement run in one snapshot (a deferred read
+//! transaction on SQLite's WAL, `REPEATABLE READ` on PostgreSQL), so a pull's state row
+//! and rows always agree.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
+
+use crate::bus::{Bus, ChangeBatch};
+use crate::project::{parse_date, Project, Status};
+use crate::sync::apply::{self, Applied};
+use crate::sync::checksum::Checksum;
+use crate::sync::pull::{self, Cursor, Plan, PullResponse};
+use crate::sync::{Ack, Change, OpInput, SyncState};
+
+pub use postgres::spawn_listener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database url (expected sqlite:// or postgres://): {0}")]
+    UnsupportedUrl(String),
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+    #[error("user {0} has no sync state")]
+    NoSyncState(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+/// What a retention purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub users: u64,
+    pub tombstones: u64,
+}
+
+/// Rows per multi-row statement: well under SQLite's 32,766 and PostgreSQL's 65,535
+/// bound parameters with 15 columns a row.
+const CHUNK: usize = 200;
+
+/// PostgreSQL channel of the change bus.
+const CHANNEL: &str = "btp_changes";
+
+macro_rules! project_cols {
+    () => {
+        "id, seq, name, client, city, budget_centimes, status, start_date, end_date, progress, \
+         notes, created_at, updated_at, deleted_at"
+    };
+}
+
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+    url: String,
+    /// SQLite allows one writer: taking turns here is cheaper than retrying on
+    /// SQLITE_BUSY, and it keeps bus publication in commit order.
+    write_lock: tokio::sync::Mutex<()>,
+    bus: Bus,
+}
+
+impl Store {
+    /// Open the pool (creating a SQLite file and its directory if missing). Does not
+    /// migrate; see [`Store::migrate`].
+    pub async fn connect(url: &str, max_connections: u32, bus: Bus) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let mut options = AnyPoolOptions::new().max_connections(max_connections.max(1));
+        let url = match dialect {
+            Dialect::Sqlite => {
+                options = options.after_connect(|conn, _| Box::pin(sqlite::configure(conn)));
+                sqlite::prepare(url).await?
+            }
+            Dialect::Postgres => url.to_string(),
+        };
+        let pool = options.connect(&url).await?;
+        Ok(Store {
+            pool,
+            dialect,
+            url,
+            write_lock: tokio::sync::Mutex::new(()),
+            bus,
+        })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Dialect::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn pool_size(&self) -> u32 {
+        self.pool.size()
+    }
+
+    pub fn pool_idle(&self) -> usize {
+        self.pool.num_idle()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    async fn begin_read(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin().await?,
+            Dialect::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+        })
+    }
+
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.dialect {
+            Dialect::Sqlite => Some(self.write_lock.lock().await),
+            Dialect::Postgres => None,
+        }
+    }
+
+    // ----- accounts -----
+
+    /// Insert a user with an empty sync state. `false` if the email is taken.
+    pub async fn insert_user(&self, user: &UserRecord) -> Result<bool> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, name, password_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO sync_state (user_id, seq, purged_seq, live_count, checksum) \
+             VALUES ($1, 0, 0, 0, $2)",
+        )
+        .bind(&user.id)
+        .bind(Checksum::default().to_hex())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        let row = sqlx::query(
+            "SELECT id, email, name, password_hash, created_at FROM users WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_of(&r)).transpose()
+    }
+
+    pub async fn insert_token(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO auth_tokens (token_hash, user_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The user a token belongs to, if the token exists and has not expired.
+    pub async fn user_by_token(&self, token_hash: &str, now: i64) -> Result<Option<UserRecord>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.email, u.name, u.password_hash, u.created_at \
+             FROM auth_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 AND t.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| user_of(&r)).transpose()
+    }
+
+    pub async fn delete_token(&self, token_hash: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
+        sqlx::query("DELETE FROM auth_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn failures_since(&self, key: &str, since: i64) -> Result<i64> {
+        let row =
+            sqlx::query("SELECT COUNT(*) FROM login_failures WHERE key = $1 AND failed_at > $2")
+                .bind(key)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    pub async fn record_failures(&self, keys: &[&str], now: i64) -> Result<()> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.begin_write().await?;
+        for key in keys {
+            sqlx::query("INSERT INTO login_failures (key, failed_at) VALUES ($1, $2)")
+                .bind(*key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn clear_failures(&self, key: &str) -> Result<()> {
+        let _turn = self.write_turn().await;
+        sqlx::query("DELETE FROM login_failures WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ----- projects and sync -----
+
+    pub async fn sync_state(&self, user_id: &str) -> Result<SyncState> {
+        read_state(&self.pool, user_id).await
+    }
+
+    /// One live project of the user.
+    pub async fn live_project(&self, user_id: &str, id: &str) -> Result<Option<Project>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            project_cols!(),
+            " FROM projects WHERE user_id = $1 AND id = $2 AND deleted_at IS NULL"
+        ))
+        .bind(user_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| project_of(&r)).transpose()
+    }
+
+    /// Every live project of the user, with the state they are consistent with.
+    pub async fn live_projects(&self, user_id: &str) -> Result<(Vec<Project>, SyncState)> {
+        let mut tx = self.begin_read().await?;
+        let state = read_state(&mut *tx, user_id).await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            project_cols!(),
+            " FROM projects WHERE user_id = $1 AND deleted_at IS NULL ORDER BY seq"
+        ))
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let projects = rows.iter().map(project_of).collect::<Result<_>>()?;
+        Ok((projects, state))
+    }
+
+    /// Apply one push batch in one transaction (see `sync::apply`), then publish it.
+    pub async fn push(
+        &self,
+        user_id: &str,
+        ops: Vec<OpInput>,
+        now: i64,
+        origin_session: Option<&str>,
+    ) -> Result<Applied> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE sync_state SET seq = seq WHERE user_id = $1 \
+             RETURNING seq, purged_seq, live_count, checksum",
+        )
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let state = match row {
+            Some(row) => state_of(&row)?,
+            None => return Err(StoreError::NoSyncState(user_id.to_string())),
+        };
+
+        let mut ids = Vec::new();
+        let mut op_ids = Vec::new();
+        let mut seen = HashSet::new();
+        for input in &ops {
+            match input {
+                OpInput::Valid(op) => {
+                    if seen.insert(("id", op.id.as_str())) {
+                        ids.push(op.id.clone());
+                    }
+                    if seen.insert(("op", op.op_id.as_str())) {
+                        op_ids.push(op.op_id.clone());
+                    }
+                }
+                OpInput::Invalid { ack, store: true } => {
+                    if seen.insert(("op", ack.op_id.as_str())) {
+                        op_ids.push(ack.op_id.clone());
+                    }
+                }
+                OpInput::Invalid { .. } => {}
+            }
+        }
+        let rows = load_rows(self.dialect, &mut tx, user_id, &ids).await?;
+        let acks = load_acks(self.dialect, &mut tx, user_id, &op_ids).await?;
+
+        let applied = apply::apply(state, rows, acks, ops, now);
+
+        write_rows(self.dialect, &mut tx, user_id, &applied.writes).await?;
+        write_acks(self.dialect, &mut tx, user_id, &applied.new_acks, now).await?;
+        let changes: Vec<Value> = applied
+            .writes
+            .iter()
+            .map(|r| serde_json::to_value(Change::of(r.clone())).unwrap_or(Value::Null))
+            .collect();
+        if !applied.writes.is_empty() {
+            sqlx::query(
+                "UPDATE sync_state SET seq = $2, live_count = $3, checksum = $4 WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .bind(applied.state.seq)
+            .bind(applied.state.live_count)
+            .bind(applied.state.checksum.to_hex())
+            .execute(&mut *tx)
+            .await?;
+            if self.dialect == Dialect::Postgres {
+                postgres::log_and_notify(&mut tx, user_id, &applied, &changes, origin_session, now)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+
+        if !applied.writes.is_empty() && self.dialect == Dialect::Sqlite {
+            self.bus.publish(ChangeBatch {
+                user_id: user_id.to_string(),
+                origin_session: origin_session.map(str::to_string),
+                from: applied.from,
+                to: applied.to(),
+                changes,
+            });
+        }
+        Ok(applied)
+    }
+
+    /// Answer a pull (see `sync::pull`), reading state and rows in one snapshot.
+    pub async fn pull(&self, user_id: &str, cursor: Cursor, limit: usize) -> Result<PullResponse> {
+        let mut tx = self.begin_read().await?;
+        let state = read_state(&mut *tx, user_id).await?;
+        let plan = pull::plan(cursor, &state);
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+        let rows = match plan {
+            Plan::Snapshot { after, upto, .. } => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    project_cols!(),
+                    " FROM projects WHERE user_id = $1 AND deleted_at IS NULL \
+                     AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4"
+                ))
+                .bind(user_id)
+                .bind(after)
+                .bind(upto)
+                .bind(fetch)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            Plan::Changes { after } => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    project_cols!(),
+                    " FROM projects WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                ))
+                .bind(user_id)
+                .bind(after)
+                .bind(fetch)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        tx.commit().await?;
+        let rows = rows.iter().map(project_of).collect::<Result<Vec<_>>>()?;
+        Ok(pull::respond(plan, rows, limit, &state))
+    }
+
+    /// The exact changes of one committed batch, from the change log (PostgreSQL bus).
+    pub async fn logged_changes(&self, user_id: &str, from: i64, to: i64) -> Result<Vec<Value>> {
+        let rows = sqlx::query(
+            "SELECT change FROM change_log WHERE user_id = $1 AND seq > $2 AND seq <= $3 \
+             ORDER BY seq",
+        )
+        .bind(user_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get(0)?;
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Drop tombstones deleted before `cutoff` and move each affected user's purge
+    /// horizon up to the highest purged seq, in one transaction per user (the
+    /// `sync_state` lock keeps pushes and pulls consistent with it). Op acks and the
+    /// change log older than `cutoff` go too.
+    pub async fn purge_tombstones(&self, cutoff: i64) -> Result<Purged> {
+        let horizons = sqlx::query(
+            "SELECT user_id, MAX(seq) FROM projects \
+             WHERE deleted_at IS NOT NULL AND deleted_at < $1 GROUP BY user_id",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut purged = Purged::default();
+        for row in horizons {
+            let user_id: String = row.try_get(0)?;
+            let horizon: i64 = row.try_get(1)?;
+            let _turn = self.write_turn().await;
+            let mut tx = self.begin_write().await?;
+            sqlx::query(
+                "UPDATE sync_state SET purged_seq = $2 WHERE user_id = $1 AND purged_seq < $2",
+            )
+            .bind(&user_id)
+            .bind(horizon)
+            .execute(&mut *tx)
+            .await?;
+            let removed = sqlx::query(
+                "DELETE FROM projects WHERE user_id = $1 AND deleted_at IS NOT NULL \
+                 AND deleted_at < $2 AND seq <= $3",
+            )
+            .bind(&user_id)
+            .bind(cutoff)
+            .bind(horizon)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            purged.users += 1;
+            purged.tombstones += removed;
+        }
+        let _turn = self.write_turn().await;
+        for sql in [
+            "DELETE FROM op_acks WHERE created_at < $1",
+            "DELETE FROM change_log WHERE created_at < $1",
+        ] {
+            sqlx::query(sql).bind(cutoff).execute(&self.pool).await?;
+        }
+        Ok(purged)
+    }
+
+    /// Drop expired tokens and login failures older than the throttling window.
+    pub async fn purge_expired(&self, now: i64, failures_before: i64) -> Result<()> {
+        let _turn = self.write_turn().await;
+        sqlx::query("DELETE FROM auth_tokens WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM login_failures WHERE failed_at < $1")
+            .bind(failures_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn read_state<'e, E>(executor: E, user_id: &str) -> Result<SyncState>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let row = sqlx::query(
+        "SELECT seq, purged_seq, live_count, checksum FROM sync_state WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(executor)
+    .await?;
+    match row {
+        Some(row) => state_of(&row),
+        None => Err(StoreError::NoSyncState(user_id.to_string())),
+    }
+}
+
+fn state_of(row: &AnyRow) -> Result<SyncState> {
+    let checksum: String = row.try_get("checksum")?;
+    Ok(SyncState {
+        seq: row.try_get("seq")?,
+        purged_seq: row.try_get("purged_seq")?,
+        live_count: row.try_get("live_count")?,
+        checksum: Checksum::from_hex(&checksum),
+    })
+}
+
+fn user_of(row: &AnyRow) -> Result<UserRecord> {
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Decode a row selected with `project_cols!()`, by position (name lookups cost a hash
+/// per column on every row of a 10,000-row snapshot).
+fn project_of(row: &AnyRow) -> Result<Project> {
+    let status: String = row.try_get(6)?;
+    let date = |col: usize| -> Result<Option<chrono::NaiveDate>> {
+        let text: Option<String> = row.try_get(col)?;
+        text.map(|t| parse_date(&t).ok_or_else(|| StoreError::Corrupt(format!("date {t:?}"))))
+            .transpose()
+    };
+    Ok(Project {
+        id: row.try_get(0)?,
+        seq: row.try_get(1)?,
+        name: row.try_get(2)?,
+        client: row.try_get(3)?,
+        city: row.try_get(4)?,
+        budget_centimes: row.try_get(5)?,
+        status: Status::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+        start_date: date(7)?,
+        end_date: date(8)?,
+        progress: row.try_get(9)?,
+        notes: row.try_get(10)?,
+        created_at: row.try_get(11)?,
+        updated_at: row.try_get(12)?,
+        deleted_at: row.try_get(13)?,
+    })
+}
+
+impl Dialect {
+    /// Whether generated batch statements are kept prepared. On SQLite preparing a
+    /// 1,500-parameter statement costs more than running it, so caching wins; on
+    /// PostgreSQL the bench measured one-off statements faster for a single writer
+    /// (bench/api/README.md).
+    fn cache_batch_statements(self) -> bool {
+        self == Dialect::Sqlite
+    }
+
+    /// The `n`th bind parameter of a generated statement. SQLite gets anonymous `?`:
+    /// it resolves every named `$n` by a linear scan of the names seen so far, which is
+    /// quadratic in a 1,500-parameter batch statement. Generated statements bind in
+    /// textual order, so positions match either way.
+    fn param(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => "?".to_string(),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+}
+
+/// `(p1, p2, …), (…)` groups for a multi-row statement, numbered from `first`. Only
+/// placeholders are formatted into the SQL; every value is bound.
+fn placeholders(dialect: Dialect, first: usize, rows: usize, cols: usize) -> String {
+    let groups: Vec<String> = (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (0..cols)
+                .map(|c| dialect.param(first + r * cols + c))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    groups.join(", ")
+}
+
+async fn load_rows(
+    dialect: Dialect,
+    tx: &mut Transaction<'static, Any>,
+    user_id: &str,
+    ids: &[String],
+) -> Result<HashMap<String, Project>> {
+    let mut rows = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK * 4) {
+        let sql = format!(
+            "SELECT {} FROM projects WHERE user_id = {} AND id IN {}",
+            project_cols!(),
+            dialect.param(1),
+            list(dialect, 2, chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .persistent(dialect.cache_batch_statements())
+            .bind(user_id);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let p = project_of(&row)?;
+            rows.insert(p.id.clone(), p);
+        }
+    }
+    Ok(rows)
+}
+
+async fn load_acks(
+    dialect: Dialect,
+    tx: &mut Transaction<'static, Any>,
+    user_id: &str,
+    op_ids: &[String],
+) -> Result<HashMap<String, Ack>> {
+    let mut acks = HashMap::new();
+    for chunk in op_ids.chunks(CHUNK * 4) {
+        let sql = format!(
+            "SELECT op_id, ack FROM op_acks WHERE user_id = {} AND op_id IN {}",
+            dialect.param(1),
+            list(dialect, 2, chunk.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .persistent(dialect.cache_batch_statements())
+            .bind(user_id);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let op_id: String = row.try_get(0)?;
+            let text: String = row.try_get(1)?;
+            let ack: Ack =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            acks.insert(op_id, ack);
+        }
+    }
+    Ok(acks)
+}
+
+/// `(p_first, …, p_first+n-1)`
+fn list(dialect: Dialect, first: usize, n: usize) -> String {
+    let items: Vec<String> = (first..first + n).map(|i| dialect.param(i)).collect();
+    format!("({})", items.join(", "))
+}
+
+async fn write_rows(
+    dialect: Dialect,
+    tx: &mut Transaction<'static, Any>,
+    user_id: &str,
+    rows: &[Project],
+) -> Result<()> {
+    for chunk in rows.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO projects (user_id, {}) VALUES {} \
+             ON CONFLICT (user_id, id) DO UPDATE SET seq = excluded.seq, name = excluded.name, \
+             client = excluded.client, city = excluded.city, \
+             budget_centimes = excluded.budget_centimes, status = excluded.status, \
+             start_date = excluded.start_date, end_date = excluded.end_date, \
+             progress = excluded.progress, notes = excluded.notes, \
+             updated_at = excluded.updated_at, deleted_at = excluded.deleted_at",
+            project_cols!(),
+            placeholders(dialect, 1, chunk.len(), 15)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(dialect.cache_batch_statements());
+        for p in chunk {
+            q = q
+                .bind(user_id)
+                .bind(&p.id)
+                .bind(p.seq)
+                .bind(&p.name)
+                .bind(&p.client)
+                .bind(&p.city)
+                .bind(p.budget_centimes)
+                .bind(p.status.as_str())
+                .bind(p.start_date.map(|d| d.to_string()))
+                .bind(p.end_date.map(|d| d.to_string()))
+                .bind(p.progress)
+                .bind(&p.notes)
+                .bind(p.created_at)
+                .bind(p.updated_at)
+                .bind(p.deleted_at);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn write_acks(
+    dialect: Dialect,
+    tx: &mut Transaction<'static, Any>,
+    user_id: &str,
+    acks: &[Ack],
+    now: i64,
+) -> Result<()> {
+    for chunk in acks.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO op_acks (user_id, op_id, ack, created_at) VALUES {}",
+            placeholders(dialect, 1, chunk.len(), 4)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(dialect.cache_batch_statements());
+        for ack in chunk {
+            let text =
+                serde_json::to_string(ack).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            q = q.bind(user_id).bind(&ack.op_id).bind(text).bind(now);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,319 @@
+use serde_json::{json, Value};
+
+use crate::support::{checksum, create, delete, update, uuid, Backend, Replica, Server};
+
+both!(
+    a_resent_op_returns_the_same_ack_and_changes_nothing,
+    a_delete_is_final,
+    snapshot_pages_never_carry_tombstones_and_stay_consistent_under_writes,
+    change_feed_is_paginated_in_seq_order,
+    unknown_cursor_gets_a_reset_snapshot,
+    retention_purge_resets_only_cursors_older_than_the_horizon,
+    invalid_ops_are_rejected_while_valid_ops_apply,
+    count_and_checksum_describe_the_live_set,
+);
+
+async fn a_resent_op_returns_the_same_ack_and_changes_nothing(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("idem").await;
+    let id = uuid();
+    let ops = vec![
+        create(&id, "A"),
+        update(&id, json!({"progress": 5})),
+        delete(&uuid()),
+    ];
+    let first = s.push(&u, "s1", ops.clone()).await;
+    let state = s.state.store.sync_state(&u.id).await.unwrap();
+    // Re-sent twice, also from another session, also mixed into a new batch.
+    let again = s.push(&u, "s1", ops.clone()).await;
+    let other = s.push(&u, "s2", ops.clone()).await;
+    assert_eq!(first["acks"], again["acks"]);
+    assert_eq!(first["acks"], other["acks"]);
+    assert_eq!(s.state.store.sync_state(&u.id).await.unwrap(), state);
+    let mut mixed = ops.clone();
+    mixed.push(update(&id, json!({"progress": 6})));
+    let resp = s.push(&u, "s1", mixed).await;
+    assert_eq!(
+        resp["acks"].as_array().unwrap()[..3],
+        first["acks"].as_array().unwrap()[..]
+    );
+    assert_eq!(resp["acks"][3]["status"], "applied");
+    assert_eq!(
+        s.state.store.sync_state(&u.id).await.unwrap().seq,
+        state.seq + 1
+    );
+}
+
+async fn a_delete_is_final(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("final").await;
+    let id = uuid();
+    s.push(&u, "a", vec![create(&id, "Doomed")]).await;
+    let resp = s.push(&u, "a", vec![delete(&id)]).await;
+    assert_eq!(resp["acks"][0]["status"], "applied");
+    // Another device that did not see the delete yet edits and re-creates it.
+    let resp = s
+        .push(
+            &u,
+            "b",
+            vec![
+                update(&id, json!({"name": "Still here?"})),
+                create(&id, "Back"),
+            ],
+        )
+        .await;
+    for ack in resp["acks"].as_array().unwrap() {
+        assert_eq!(ack["status"], "conflict", "{resp}");
+        assert_eq!(ack["reason"], "deleted");
+    }
+    // Deleting again is accepted but changes nothing.
+    let before = s.state.store.sync_state(&u.id).await.unwrap();
+    let resp = s.push(&u, "b", vec![delete(&id)]).await;
+    assert_eq!(resp["acks"][0]["status"], "applied");
+    assert_eq!(s.state.store.sync_state(&u.id).await.unwrap(), before);
+    assert!(s.live(&u).await.is_empty());
+}
+
+fn kinds(resp: &Value) -> Vec<String> {
+    resp["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn snapshot_pages_never_carry_tombstones_and_stay_consistent_under_writes(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("pages").await;
+    let ids: Vec<String> = (0..10).map(|_| uuid()).collect();
+    s.push(&u, "w", ids.iter().map(|id| create(id, "p")).collect())
+        .await;
+    // An old tombstone that must never appear in a snapshot.
+    let gone = uuid();
+    s.push(&u, "w", vec![create(&gone, "gone")]).await;
+    s.push(&u, "w", vec![delete(&gone)]).await;
+
+    let mut r = Replica::default();
+    let page = s.pull(&u, &json!(0), Some(3)).await;
+    assert_eq!(page["reset"], true);
+    assert_eq!(kinds(&page), ["upsert"; 3]);
+    assert!(
+        page["cursor"].is_string(),
+        "a snapshot continues with a snapshot cursor"
+    );
+    assert!(r.apply(&page));
+
+    // Meanwhile another device edits rows already sent and rows not sent yet.
+    let newcomer = uuid();
+    s.push(
+        &u,
+        "other",
+        vec![
+            update(&ids[0], json!({"progress": 1})),
+            update(&ids[8], json!({"progress": 2})),
+            delete(&ids[1]),
+            delete(&ids[9]),
+            create(&newcomer, "new"),
+        ],
+    )
+    .await;
+
+    let mut snapshot_pages = 1;
+    loop {
+        let in_snapshot = r.cursor.is_string();
+        let page = s.pull(&u, &r.cursor.clone(), Some(3)).await;
+        if in_snapshot {
+            snapshot_pages += 1;
+            assert!(
+                kinds(&page).iter().all(|k| k == "upsert"),
+                "tombstone in snapshot: {page}"
+            );
+            assert_eq!(page["reset"], false);
+        }
+        if !r.apply(&page) {
+            break;
+        }
+    }
+    assert!(snapshot_pages >= 3);
+    assert!(!r.tombstones_seen.contains(&gone));
+    let live = s.live(&u).await;
+    assert_eq!(r.rows, live);
+    assert_eq!(r.rows.len(), 9);
+    assert_eq!(r.checksum(), r.last_checksum);
+    assert_eq!(r.last_count, 9);
+}
+
+async fn change_feed_is_paginated_in_seq_order(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("feed").await;
+    let ids: Vec<String> = (0..7).map(|_| uuid()).collect();
+    s.push(&u, "w", ids.iter().map(|id| create(id, "p")).collect())
+        .await;
+    s.push(
+        &u,
+        "w",
+        vec![delete(&ids[3]), update(&ids[0], json!({"progress": 9}))],
+    )
+    .await;
+    let mut cursor = json!(2);
+    let mut seqs = Vec::new();
+    loop {
+        let page = s.pull(&u, &cursor, Some(2)).await;
+        assert!(page["changes"].as_array().unwrap().len() <= 2);
+        for c in page["changes"].as_array().unwrap() {
+            seqs.push(c["seq"].as_i64().unwrap());
+        }
+        cursor = page["cursor"].clone();
+        assert!(cursor.is_i64());
+        if page["has_more"] == false {
+            break;
+        }
+    }
+    // Rows 3..=7 changed once, row 4 was deleted (seq 8), row 1 updated (seq 9).
+    assert_eq!(seqs, [3, 5, 6, 7, 8, 9]);
+    assert_eq!(cursor, 9);
+}
+
+async fn unknown_cursor_gets_a_reset_snapshot(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("unknown").await;
+    let id = uuid();
+    s.push(&u, "w", vec![create(&id, "kept"), create(&uuid(), "x")])
+        .await;
+    let resp = s.pull(&u, &json!(500), None).await;
+    assert_eq!(resp["reset"], true);
+    assert_eq!(kinds(&resp), ["upsert", "upsert"]);
+    assert_eq!(resp["cursor"], 2);
+    let resp = s.pull(&u, &json!("snapshot:900:1"), None).await;
+    assert_eq!(
+        resp["reset"], true,
+        "a continuation beyond the user's seq is unknown too"
+    );
+}
+
+async fn retention_purge_resets_only_cursors_older_than_the_horizon(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("purge").await;
+    let a = uuid();
+    let b = uuid();
+    s.push(&u, "w", vec![create(&a, "a"), create(&b, "b")])
+        .await; // seq 1, 2
+    s.push(&u, "w", vec![delete(&b)]).await; // seq 3
+    let now = chrono::Utc::now().timestamp_millis();
+
+    // Within retention: nothing purged, the old cursor still gets the tombstone.
+    let purged = s
+        .state
+        .store
+        .purge_tombstones(now - 30 * 86_400_000)
+        .await
+        .unwrap();
+    assert_eq!(purged.tombstones, 0);
+    let resp = s.pull(&u, &json!(1), None).await;
+    assert_eq!(resp["reset"], false);
+    assert_eq!(kinds(&resp), ["delete"], "b (seq 2) was deleted at seq 3");
+
+    // Past retention: the tombstone goes and the horizon moves to its seq.
+    let purged = s.state.store.purge_tombstones(now + 1_000).await.unwrap();
+    assert_eq!((purged.users, purged.tombstones), (1, 1));
+    assert_eq!(s.state.store.sync_state(&u.id).await.unwrap().purged_seq, 3);
+    let resp = s.pull(&u, &json!(2), None).await;
+    assert_eq!(
+        resp["reset"], true,
+        "cursor 2 may have missed the purged delete"
+    );
+    assert_eq!(kinds(&resp), ["upsert"]);
+    assert_eq!(resp["changes"][0]["id"], json!(a));
+    let resp = s.pull(&u, &json!(3), None).await;
+    assert_eq!(
+        resp["reset"], false,
+        "a cursor at the horizon missed nothing"
+    );
+    s.push(&u, "w", vec![update(&a, json!({"progress": 3}))])
+        .await;
+    let resp = s.pull(&u, &json!(3), None).await;
+    assert_eq!(
+        (resp["reset"].clone(), kinds(&resp)),
+        (json!(false), vec!["upsert".to_string()])
+    );
+    assert_eq!(resp["count"], 1);
+}
+
+async fn invalid_ops_are_rejected_while_valid_ops_apply(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("mixed").await;
+    let good = uuid();
+    let resp = s
+        .push(
+            &u,
+            "w",
+            vec![
+                json!({"op_id": "o1", "kind": "merge", "id": uuid()}),
+                json!({"op_id": "o2", "kind": "create", "id": "not-a-uuid", "data": {"name": "x"}}),
+                json!({"op_id": "o3", "kind": "create", "id": uuid(), "data": {"name": "x", "progress": "half"}}),
+                json!({"kind": "create", "id": uuid(), "data": {"name": "no op id"}}),
+                json!("not an op"),
+                create(&good, "fine"),
+            ],
+        )
+        .await;
+    let acks = resp["acks"].as_array().unwrap();
+    let reasons: Vec<_> = acks
+        .iter()
+        .map(|a| a["reason"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "unknown_kind",
+            "invalid_id",
+            "validation_failed",
+            "invalid_op_id",
+            "invalid_op",
+            ""
+        ]
+    );
+    assert_eq!(acks[2]["field"], "progress");
+    assert_eq!(acks[5]["status"], "applied");
+    assert_eq!(s.live(&u).await.len(), 1);
+    assert_eq!(resp["cursor"], 1);
+}
+
+async fn count_and_checksum_describe_the_live_set(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("sum").await;
+    let empty = s.pull(&u, &json!(0), None).await;
+    assert_eq!(empty["checksum"], "0".repeat(64));
+    let ids: Vec<String> = (0..5).map(|_| uuid()).collect();
+    s.push(&u, "w", ids.iter().map(|id| create(id, "p")).collect())
+        .await;
+    s.push(
+        &u,
+        "w",
+        vec![delete(&ids[2]), update(&ids[4], json!({"notes": "n"}))],
+    )
+    .await;
+    let live = s.live(&u).await;
+    let resp = s.pull(&u, &json!(0), None).await;
+    assert_eq!(resp["count"], 4);
+    assert_eq!(resp["checksum"], json!(checksum(live.iter())));
+    let state = s.state.store.sync_state(&u.id).await.unwrap();
+    assert_eq!(state.live_count, 4);
+}

@@ -1,0 +1,560 @@
+//! The static asset store: `static.root` read into memory once at start, with gzip and
+//! brotli variants precomputed for compressible types, and the pure decision of what to
+//! answer a static request with (variant negotiation, ETag revalidation, cache policy,
+//! SPA fallback, 404s).
+//!
+//! Serving from a map keyed by normalized relative paths means no request ever touches the
+//! filesystem, so path traversal cannot reach files outside the root; loading skips
+//! symlinks and dotfiles for the same reason. Compression happens once at load, never per
+//! request, which is what lets the gateway outrun a general-purpose server on static files.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Method;
+use sha2::{Digest, Sha256};
+
+use crate::path::CleanPath;
+use crate::respond;
+
+/// Files larger than this are served as is: precompressing them would cost start-up time
+/// and memory for what is, in this app, never a text asset.
+const MAX_COMPRESS_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssetError {
+    #[error("static root {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("static root {0} has no index.html")]
+    NoIndex(PathBuf),
+    #[error("compressing {path}: {source}")]
+    Compress {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A content coding the store can answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Brotli,
+}
+
+impl Encoding {
+    /// The `Content-Encoding` token, and the metric label.
+    pub fn token(self) -> &'static str {
+        match self {
+            Encoding::Identity => "identity",
+            Encoding::Gzip => "gzip",
+            Encoding::Brotli => "br",
+        }
+    }
+}
+
+/// One encoded form of a file.
+#[derive(Debug)]
+pub struct Variant {
+    pub encoding: Encoding,
+    pub body: Bytes,
+    /// Strong ETag of exactly these bytes (variants differ, so their tags do too).
+    pub etag: String,
+}
+
+/// A file of the web app.
+#[derive(Debug)]
+pub struct Asset {
+    pub content_type: String,
+    pub cache_control: &'static str,
+    /// Identity first, then the compressed variants that turned out smaller.
+    pub variants: Vec<Variant>,
+}
+
+impl Asset {
+    fn negotiable(&self) -> bool {
+        self.variants.len() > 1
+    }
+
+    fn pick(&self, accept_encoding: Option<&str>) -> &Variant {
+        let wanted = negotiate(accept_encoding);
+        wanted
+            .iter()
+            .find_map(|enc| self.variants.iter().find(|v| v.encoding == *enc))
+            .unwrap_or(&self.variants[0])
+    }
+}
+
+/// The loaded web app.
+#[derive(Debug)]
+pub struct Store {
+    files: HashMap<String, Arc<Asset>>,
+    index: Arc<Asset>,
+}
+
+/// What a static request carries that matters to the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a Method,
+    pub path: &'a CleanPath,
+    pub accept: Option<&'a str>,
+    pub accept_encoding: Option<&'a str>,
+    pub if_none_match: Option<&'a str>,
+}
+
+/// What the store answers.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    /// Empty for HEAD and 304.
+    pub body: Bytes,
+    /// The variant served (for the static-hits metric), `None` for errors.
+    pub encoding: Option<Encoding>,
+}
+
+impl Store {
+    /// Read every regular, non-hidden file under `root` and precompress the compressible
+    /// ones. `index.html` must exist: it is the SPA's entry point.
+    pub fn load(root: &Path) -> Result<Store, AssetError> {
+        let mut files = HashMap::new();
+        walk(root, root, &mut files)?;
+        let index = files
+            .get("index.html")
+            .cloned()
+            .ok_or_else(|| AssetError::NoIndex(root.to_path_buf()))?;
+        Ok(Store { files, index })
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Answer a static request.
+    pub fn serve(&self, req: Request<'_>) -> Reply {
+        if req.method != Method::GET && req.method != Method::HEAD {
+            let mut reply = error_reply(
+                405,
+                "method_not_allowed",
+                "static files answer GET and HEAD only",
+            );
+            reply.headers.push(("allow", "GET, HEAD".into()));
+            return reply;
+        }
+        let rel = req.path.relative();
+        let key = if rel.is_empty() || rel.ends_with('/') {
+            format!("{rel}index.html")
+        } else {
+            rel
+        };
+        let asset = match self.files.get(&key) {
+            Some(asset) => asset,
+            None if is_navigation(&req) => &self.index,
+            None => return error_reply(404, "not_found", "no such file"),
+        };
+        self.answer(asset, &req)
+    }
+
+    fn answer(&self, asset: &Asset, req: &Request<'_>) -> Reply {
+        let variant = asset.pick(req.accept_encoding);
+        let mut headers = vec![
+            ("content-type", asset.content_type.clone()),
+            ("cache-control", asset.cache_control.to_string()),
+            ("etag", variant.etag.clone()),
+        ];
+        if asset.negotiable() {
+            headers.push(("vary", "Accept-Encoding".into()));
+        }
+        if variant.encoding != Encoding::Identity {
+            headers.push(("content-encoding", variant.encoding.token().into()));
+        }
+        if req
+            .if_none_match
+            .is_some_and(|inm| etag_matches(inm, &variant.etag))
+        {
+            return Reply {
+                status: 304,
+                headers,
+                body: Bytes::new(),
+                encoding: Some(variant.encoding),
+            };
+        }
+        headers.push(("content-length", variant.body.len().to_string()));
+        let body = if req.method == Method::HEAD {
+            Bytes::new()
+        } else {
+            variant.body.clone()
+        };
+        Reply {
+            status: 200,
+            headers,
+            body,
+            encoding: Some(variant.encoding),
+        }
+    }
+}
+
+fn error_reply(status: u16, code: &str, message: &str) -> Reply {
+    let body = respond::error_body(code, message);
+    Reply {
+        status,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("cache-control", "no-store".into()),
+            ("content-length", body.len().to_string()),
+        ],
+        body,
+        encoding: None,
+    }
+}
+
+/// A browser navigation the SPA should handle: GET/HEAD, accepting HTML, and a path
+/// without a file extension. A missing `app.js` is a 404, never the HTML shell (which the
+/// browser would then try to run as script).
+fn is_navigation(req: &Request<'_>) -> bool {
+    (req.method == Method::GET || req.method == Method::HEAD)
+        && req.accept.is_some_and(|a| a.contains("text/html"))
+        && !req.path.has_extension()
+}
+
+/// Preferred encodings in order, from `Accept-Encoding`; brotli beats gzip when both are
+/// acceptable because it is smaller. Identity is always the fallback.
+pub fn negotiate(accept_encoding: Option<&str>) -> Vec<Encoding> {
+    let mut br = None;
+    let mut gzip = None;
+    let mut star = None;
+    for item in accept_encoding.unwrap_or_default().split(',') {
+        let mut parts = item.split(';');
+        let token = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|v| v.trim().parse::<f32>().ok())
+            .next()
+            .unwrap_or(1.0);
+        match token.as_str() {
+            "br" => br = Some(q),
+            "gzip" | "x-gzip" => gzip = Some(q),
+            "*" => star = Some(q),
+            _ => {}
+        }
+    }
+    let acceptable = |q: Option<f32>| q.or(star).is_some_and(|q| q > 0.0);
+    let mut out = Vec::with_capacity(3);
+    if acceptable(br) {
+        out.push(Encoding::Brotli);
+    }
+    if acceptable(gzip) {
+        out.push(Encoding::Gzip);
+    }
+    out.push(Encoding::Identity);
+    out
+}
+
+/// `If-None-Match` uses weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    files: &mut HashMap<String, Arc<Asset>>,
+) -> Result<(), AssetError> {
+    let read_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AssetError::Read { path, source }
+    };
+    let entries = std::fs::read_dir(dir).map_err(read_err(dir))?;
+    for entry in entries {
+        let entry = entry.map_err(read_err(dir))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        // symlink_metadata: a link is neither followed nor served, so nothing outside the
+        // root can be pulled in.
+        let meta = std::fs::symlink_metadata(&path).map_err(read_err(&path))?;
+        if meta.is_dir() {
+            walk(root, &path, files)?;
+        } else if meta.is_file() {
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            let Some(key) = rel.to_str().map(|s| s.replace('\\', "/")) else {
+                continue;
+            };
+            let data = std::fs::read(&path).map_err(read_err(&path))?;
+            files.insert(key.clone(), Arc::new(build(&key, data)?));
+        }
+    }
+    Ok(())
+}
+
+fn build(key: &str, data: Vec<u8>) -> Result<Asset, AssetError> {
+    let mime = mime_guess::from_path(key).first_or_octet_stream();
+    let essence = mime.essence_str().to_string();
+    let content_type = if needs_charset(&essence) {
+        format!("{essence}; charset=utf-8")
+    } else {
+        essence.clone()
+    };
+    let file_name = key.rsplit('/').next().unwrap_or(key);
+    let cache_control = if is_fingerprinted(file_name) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let hash = hex::encode(&Sha256::digest(&data)[..8]);
+    let identity = Bytes::from(data);
+    let mut variants = vec![Variant {
+        encoding: Encoding::Identity,
+        body: identity.clone(),
+        etag: format!("\"{hash}\""),
+    }];
+    if is_compressible(&essence) && identity.len() <= MAX_COMPRESS_BYTES {
+        let compress_err = |source| AssetError::Compress {
+            path: key.to_string(),
+            source,
+        };
+        let br = brotli(&identity).map_err(compress_err)?;
+        if br.len() < identity.len() {
+            variants.push(Variant {
+                encoding: Encoding::Brotli,
+                body: Bytes::from(br),
+                etag: format!("\"{hash}-br\""),
+            });
+        }
+        let gz = gzip(&identity).map_err(compress_err)?;
+        if gz.len() < identity.len() {
+            variants.push(Variant {
+                encoding: Encoding::Gzip,
+                body: Bytes::from(gz),
+                etag: format!("\"{hash}-gz\""),
+            });
+        }
+    }
+    Ok(Asset {
+        content_type,
+        cache_control,
+        variants,
+    })
+}
+
+fn needs_charset(essence: &str) -> bool {
+    essence.starts_with("text/")
+        || essence == "application/javascript"
+        || essence == "application/json"
+}
+
+fn is_compressible(essence: &str) -> bool {
+    essence.starts_with("text/")
+        || essence.ends_with("+json")
+        || essence.ends_with("+xml")
+        || matches!(
+            essence,
+            "application/javascript"
+                | "application/json"
+                | "application/xml"
+                | "application/wasm"
+                | "image/svg+xml"
+                | "image/x-icon"
+                | "image/vnd.microsoft.icon"
+                | "font/ttf"
+                | "font/otf"
+        )
+}
+
+/// `name.<hash>.ext`: a segment of at least 8 alphanumerics with a digit in it, just before
+/// the extension. Such a name changes whenever the content does, so it may be cached
+/// forever.
+pub fn is_fingerprinted(file_name: &str) -> bool {
+    let parts: Vec<&str> = file_name.split('.').collect();
+    if parts.len() < 3 || parts[0].is_empty() {
+        return false;
+    }
+    let hash = parts[parts.len() - 2];
+    hash.len() >= 8
+        && hash.chars().all(|c| c.is_ascii_alphanumeric())
+        && hash.chars().any(|c| c.is_ascii_digit())
+}
+
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+fn brotli(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut enc = brotli::CompressorWriter::new(&mut out, 4096, 11, 22);
+        enc.write_all(data)?;
+        enc.flush()?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::decode;
+
+    fn store() -> Store {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("btp-assets-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("js")).unwrap_or_default();
+        let big_js = "function hello() { return 'world'; }\n".repeat(200);
+        for (name, body) in [
+            ("index.html", "<!doctype html><title>x</title>".repeat(20)),
+            ("js/app.js", big_js.clone()),
+            ("js/app.3f2a9c1b.js", big_js),
+            (".secret", "no".into()),
+            ("logo.png", "\u{89}PNG".into()),
+        ] {
+            std::fs::write(dir.join(name), body).unwrap_or_default();
+        }
+        let store = Store::load(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        store.unwrap_or_else(|e| panic!("load: {e}"))
+    }
+
+    fn get<'a>(path: &'a CleanPath, accept: Option<&'a str>, ae: Option<&'a str>) -> Request<'a> {
+        Request {
+            method: &Method::GET,
+            path,
+            accept,
+            accept_encoding: ae,
+            if_none_match: None,
+        }
+    }
+
+    fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
+        reply
+            .headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn brotli_is_preferred_gzip_next_identity_last() {
+        assert_eq!(
+            negotiate(Some("gzip, deflate, br")),
+            vec![Encoding::Brotli, Encoding::Gzip, Encoding::Identity]
+        );
+        assert_eq!(
+            negotiate(Some("gzip")),
+            vec![Encoding::Gzip, Encoding::Identity]
+        );
+        assert_eq!(
+            negotiate(Some("br;q=0, gzip")),
+            vec![Encoding::Gzip, Encoding::Identity]
+        );
+        assert_eq!(
+            negotiate(Some("*")),
+            vec![Encoding::Brotli, Encoding::Gzip, Encoding::Identity]
+        );
+        assert_eq!(negotiate(None), vec![Encoding::Identity]);
+    }
+
+    #[test]
+    fn fingerprinted_names_are_recognized() {
+        assert!(is_fingerprinted("app.3f2a9c1b.js"));
+        assert!(!is_fingerprinted("vendor.a1b2c3d4e5.min.css"));
+        assert!(!is_fingerprinted("app.js"));
+        assert!(!is_fingerprinted("jquery.min.js"));
+        assert!(!is_fingerprinted("app.abcdefgh.js"));
+    }
+
+    #[test]
+    fn variants_negotiate_with_vary_and_distinct_etags() {
+        let s = store();
+        let p = decode("/js/app.js").unwrap_or_else(|e| panic!("{e}"));
+        let br = s.serve(get(&p, None, Some("gzip, br")));
+        let gz = s.serve(get(&p, None, Some("gzip")));
+        let id = s.serve(get(&p, None, None));
+        assert_eq!(header(&br, "content-encoding"), Some("br"));
+        assert_eq!(header(&gz, "content-encoding"), Some("gzip"));
+        assert_eq!(header(&id, "content-encoding"), None);
+        for r in [&br, &gz, &id] {
+            assert_eq!(r.status, 200);
+            assert_eq!(header(r, "vary"), Some("Accept-Encoding"));
+            assert_eq!(header(r, "cache-control"), Some("no-cache"));
+        }
+        assert_ne!(header(&br, "etag"), header(&gz, "etag"));
+        assert!(br.body.len() < id.body.len());
+    }
+
+    #[test]
+    fn matching_etag_revalidates_to_304_without_body() {
+        let s = store();
+        let p = decode("/js/app.3f2a9c1b.js").unwrap_or_else(|e| panic!("{e}"));
+        let first = s.serve(get(&p, None, Some("br")));
+        assert_eq!(
+            header(&first, "cache-control"),
+            Some("public, max-age=31536000, immutable")
+        );
+        let etag = header(&first, "etag").unwrap_or_default().to_string();
+        let weak = format!("W/{etag}");
+        let again = s.serve(Request {
+            if_none_match: Some(&weak),
+            ..get(&p, None, Some("br"))
+        });
+        assert_eq!(again.status, 304);
+        assert!(again.body.is_empty());
+    }
+
+    #[test]
+    fn spa_fallback_only_for_html_navigations_without_extension() {
+        let s = store();
+        let route = decode("/projects/42").unwrap_or_else(|e| panic!("{e}"));
+        let missing_js = decode("/js/missing.js").unwrap_or_else(|e| panic!("{e}"));
+        let html = Some("text/html,application/xhtml+xml");
+        assert_eq!(s.serve(get(&route, html, None)).status, 200);
+        assert_eq!(
+            s.serve(get(&route, Some("application/json"), None)).status,
+            404
+        );
+        assert_eq!(s.serve(get(&missing_js, html, None)).status, 404);
+        let not_found = s.serve(get(&missing_js, html, None));
+        assert_eq!(header(&not_found, "content-type"), Some("application/json"));
+    }
+
+    #[test]
+    fn dotfiles_are_not_served() {
+        let s = store();
+        let p = decode("/.secret").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.serve(get(&p, None, None)).status, 404);
+    }
+
+    #[test]
+    fn head_has_length_but_no_body() {
+        let s = store();
+        let p = decode("/").unwrap_or_else(|e| panic!("{e}"));
+        let r = s.serve(Request {
+            method: &Method::HEAD,
+            ..get(&p, None, None)
+        });
+        assert_eq!(r.status, 200);
+        assert!(r.body.is_empty());
+        assert_ne!(header(&r, "content-length"), Some("0"));
+        assert_eq!(header(&r, "content-type"), Some("text/html; charset=utf-8"));
+    }
+}

@@ -1,0 +1,224 @@
+//! What the gateway derives from `config.toml` once at start: parsed addresses, timeouts
+//! as durations, the trusted-proxy matcher, and the `/config.json` document.
+//!
+//! Deriving here (and nowhere else) keeps the one-source-of-truth rule: the tunnel timeout
+//! comes from `[realtime]` through `btp_config`, never from a gateway knob, so the proxy and
+//! the realtime server cannot disagree about when a silent socket is dead.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use btp_config::Config;
+use bytes::Bytes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("gateway.{key} = {value:?} is not an address")]
+    Address { key: &'static str, value: String },
+    #[error("api.listen = {0:?} gives no worker address")]
+    NoWorkers(String),
+}
+
+/// Everything the request path needs, immutable after start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub redirect_http: bool,
+    pub static_root: PathBuf,
+    pub workers: Vec<SocketAddr>,
+    pub trusted: Vec<Cidr>,
+    pub max_body_bytes: u64,
+    pub header_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub api_read_timeout: Duration,
+    /// Idle limit of an upgraded stream, both directions (`Realtime::tunnel_idle_timeout`).
+    pub tunnel_idle_timeout: Duration,
+    /// Read limit of a long-polling GET (`Realtime::polling_read_timeout`).
+    pub polling_read_timeout: Duration,
+    pub health_check_interval: Duration,
+    /// The body of `GET /config.json`.
+    pub client_config: Bytes,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Result<Settings, SettingsError> {
+        let addr = |key: &'static str, value: &str| {
+            value
+                .parse::<SocketAddr>()
+                .map_err(|_| SettingsError::Address {
+                    key,
+                    value: value.to_string(),
+                })
+        };
+        let tls_listen = match &c.gateway.tls_listen {
+            Some(v) => Some(addr("tls_listen", v)?),
+            None => None,
+        };
+        let workers = c.api_worker_addrs();
+        if workers.is_empty() {
+            return Err(SettingsError::NoWorkers(c.api.listen.clone()));
+        }
+        let client_config = serde_json::json!({
+            "apiUrl": c.gateway.public_url,
+            "realtimePath": "/socket.io/",
+            "transports": ["websocket"],
+            "pingIntervalMs": c.realtime.ping_interval_ms,
+            "pingTimeoutMs": c.realtime.ping_timeout_ms,
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        Ok(Settings {
+            listen: addr("listen", &c.gateway.listen)?,
+            admin_listen: addr("admin_listen", &c.gateway.admin_listen)?,
+            tls_listen,
+            tls_cert: c.resolve(&c.gateway.tls_cert),
+            tls_key: c.resolve(&c.gateway.tls_key),
+            redirect_http: c.gateway.redirect_http && tls_listen.is_some(),
+            static_root: c.static_root(),
+            workers,
+            trusted: c
+                .gateway
+                .trusted_proxies
+                .iter()
+                .filter_map(|s| Cidr::parse(s))
+                .collect(),
+            max_body_bytes: c.gateway.max_body_bytes,
+            header_timeout: Duration::from_millis(c.gateway.header_timeout_ms),
+            connect_timeout: Duration::from_millis(c.gateway.upstream_connect_timeout_ms),
+            api_read_timeout: Duration::from_millis(c.gateway.upstream_read_timeout_ms),
+            tunnel_idle_timeout: c.realtime.tunnel_idle_timeout(),
+            polling_read_timeout: c.realtime.polling_read_timeout(),
+            health_check_interval: Duration::from_millis(c.gateway.health_check_interval_ms),
+            client_config: Bytes::from(client_config.to_string()),
+        })
+    }
+
+    pub fn is_trusted(&self, peer: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(peer))
+    }
+
+    /// The public origin for the HTTP → HTTPS redirect: the request's host with the TLS
+    /// listener's port (omitted when it is 443).
+    pub fn https_location(&self, host: &str, path_and_query: &str) -> Option<String> {
+        let port = self.tls_listen?.port();
+        let hostname = strip_port(host);
+        if hostname.is_empty() {
+            return None;
+        }
+        Some(if port == 443 {
+            format!("https://{hostname}{path_and_query}")
+        } else {
+            format!("https://{hostname}:{port}{path_and_query}")
+        })
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// An IP network from `trusted_proxies` (`10.0.0.0/8`, `::1`, `192.168.1.7`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { net: ip, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                masked(u32::from(n).into(), u32::from(a).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                masked(u128::from(n), u128::from(a), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn masked(net: u128, addr: u128, prefix: u8, bits: u32) -> bool {
+    if prefix == 0 {
+        return true;
+    }
+    let shift = bits - u32::from(prefix);
+    (net >> shift) == (addr >> shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_matching_covers_v4_v6_and_mapped_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let c = |s: &str| Cidr::parse(s).unwrap_or_else(|| panic!("{s}"));
+        assert!(c("10.0.0.0/8").contains(ip("10.1.2.3")));
+        assert!(!c("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(c("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(!c("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(c("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(c("::1").contains(ip("::1")));
+        assert!(c("fd00::/8").contains(ip("fd12::1")));
+        assert!(c("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(Cidr::parse("nope").is_none());
+    }
+
+    #[test]
+    fn tunnel_timeout_derives_from_the_heartbeat() {
+        let mut c = Config::default();
+        c.realtime.ping_interval_ms = 300;
+        c.realtime.ping_timeout_ms = 200;
+        let s = Settings::from_config(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.tunnel_idle_timeout, c.realtime.tunnel_idle_timeout());
+        assert_eq!(s.polling_read_timeout, c.realtime.polling_read_timeout());
+        let doc: serde_json::Value = serde_json::from_slice(&s.client_config).unwrap_or_default();
+        assert_eq!(doc["pingIntervalMs"], 300);
+        assert_eq!(doc["realtimePath"], "/socket.io/");
+        assert_eq!(doc["transports"], serde_json::json!(["websocket"]));
+    }
+
+    #[test]
+    fn https_redirect_keeps_the_host_and_uses_the_tls_port() {
+        let mut c = Config::default();
+        c.gateway.tls_listen = Some("0.0.0.0:8443".into());
+        let s = Settings::from_config(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.https_location("example.ma:8080", "/a?b=1").as_deref(),
+            Some("https://example.ma:8443/a?b=1")
+        );
+        assert_eq!(
+            s.https_location("[::1]:8080", "/").as_deref(),
+            Some("https://[::1]:8443/")
+        );
+    }
+}

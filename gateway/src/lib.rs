@@ -1,0 +1,198 @@
+//! The BTP edge gateway on Pingora: one public port that serves the web app from memory,
+//! `/config.json`, and proxies `/api/` and `/socket.io/` (WebSocket upgrades unbuffered)
+//! to the API workers; an admin port for metrics and probes.
+//!
+//! The modules follow a request: [`config`] (what is derived from `config.toml`),
+//! [`listener`] (connection layer: header deadline), [`path`] and [`route`] (what was asked
+//! and who answers), [`assets`] (static files), [`upstream`] (API workers and their
+//! health), [`proxy`] (the Pingora phases tying them together), [`respond`] (responses
+//! the gateway writes itself), [`tls`] and [`metrics`]. Operations: [`reload`] (live
+//! settings, SIGHUP/SIGUSR2) and [`supervisor`] (the API workers of `btp up`).
+
+pub mod assets;
+pub mod config;
+pub mod listener;
+pub mod metrics;
+pub mod path;
+pub mod proxy;
+pub mod reload;
+pub mod respond;
+pub mod route;
+pub mod supervisor;
+pub mod tls;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::assets::Store;
+use crate::config::Settings;
+use crate::listener::Edge;
+use crate::metrics::{Admin, Metrics};
+use crate::proxy::Gateway;
+use crate::reload::{Reloader, Signals};
+use crate::supervisor::{Launcher, Supervisor};
+use crate::upstream::{HealthCheck, Pool};
+
+/// How `btp` starts the gateway.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where the configuration came from (kept for reload).
+    pub source: btp_config::Source,
+    /// Take over the listening sockets of a running gateway (Pingora's graceful upgrade).
+    pub upgrade: bool,
+    /// `btp up`: run and supervise the API workers with this command.
+    pub workers: Option<Launcher>,
+}
+
+/// Build and run the gateway. Blocks; on success it never returns (Pingora exits the
+/// process on shutdown). Every start-up problem is an error, never a panic.
+pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
+    reload::ignore_until_handled();
+    let settings = Arc::new(Settings::from_config(&config)?);
+    let store = Arc::new(Store::load(&settings.static_root).context("loading static files")?);
+    let pool = Arc::new(Pool::new(settings.workers.clone()));
+    let metrics = Arc::new(Metrics::new().context("creating metrics")?);
+    let supervisor = match &opts.workers {
+        Some(launcher) => Some(
+            Supervisor::new(launcher.clone(), pool.clone(), &config, &metrics)
+                .context("setting up the API worker supervisor")?,
+        ),
+        None => None,
+    };
+    let tls = match settings.tls_listen {
+        Some(_) => Some(tls::settings(&settings.tls_cert, &settings.tls_key)?),
+        None => None,
+    };
+    if !opts.upgrade {
+        // Pingora panics when a listener cannot bind; find out first, with a message.
+        let supervised = match supervisor {
+            Some(_) => settings.workers.clone(),
+            None => Vec::new(),
+        };
+        for addr in [
+            Some(settings.listen),
+            Some(settings.admin_listen),
+            settings.tls_listen,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(supervised)
+        {
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr}"))?;
+        }
+    }
+    tracing::info!(
+        files = store.len(),
+        listen = %settings.listen,
+        admin = %settings.admin_listen,
+        tls = ?settings.tls_listen,
+        workers = settings.workers.len(),
+        tunnel_idle_timeout_ms = settings.tunnel_idle_timeout.as_millis() as u64,
+        "gateway starting"
+    );
+
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: false,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(settings.listen));
+    server.bootstrap();
+
+    let live = reload::live(settings.clone(), store);
+    let gateway = Gateway {
+        live: live.clone(),
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+    };
+    let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let edge = Edge {
+        app: Arc::new(proxy),
+        live: live.clone(),
+    };
+    let mut public = Service::new("btp public".to_string(), edge);
+    public.add_tcp(&settings.listen.to_string());
+    if let (Some(addr), Some(tls)) = (settings.tls_listen, tls) {
+        public.add_tls_with_settings(&addr.to_string(), None, tls);
+    }
+
+    let mut admin = Service::new(
+        "btp admin".to_string(),
+        Admin {
+            metrics: metrics.clone(),
+            pool: pool.clone(),
+        },
+    );
+    admin.add_tcp(&settings.admin_listen.to_string());
+
+    let health = HealthCheck {
+        pool,
+        metrics: metrics.clone(),
+        live: live.clone(),
+    };
+    if opts.upgrade {
+        // The old process's workers are serving: learn their health before accepting,
+        // or the first requests would find no healthy worker and get a 503.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the first health check")?
+            .block_on(health.round());
+    }
+    let health = background_service("api health", health);
+
+    let control = supervisor.map(|(supervisor, control)| {
+        server.add_service(supervisor);
+        control
+    });
+    let reloader = Reloader::new(opts.source, config, live, control, &metrics)
+        .context("creating reload metrics")?;
+    server.add_service(public);
+    server.add_service(admin);
+    server.add_service(health);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            reloader: Arc::new(reloader),
+        }),
+    });
+    std::process::exit(0)
+}
+
+/// Pingora's process settings. The upgrade socket and pid file are named after the public
+/// port so that gateways on different ports never share them, and a graceful upgrade of one
+/// finds its predecessor.
+fn server_conf(listen: SocketAddr) -> ServerConf {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let dir = std::env::temp_dir();
+    ServerConf {
+        threads,
+        upgrade_sock: dir
+            .join(format!("btp-gateway-{}.upgrade.sock", listen.port()))
+            .display()
+            .to_string(),
+        pid_file: dir
+            .join(format!("btp-gateway-{}.pid", listen.port()))
+            .display()
+            .to_string(),
+        // One single-threaded runtime per thread: no cross-thread wake-ups per request,
+        // which on a few cores costs more than the balancing work stealing buys.
+        work_stealing: false,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    }
+}
+
+pub use tls::generate_dev_cert;

@@ -1,0 +1,270 @@
+//! Operator visibility: the Prometheus metrics the gateway keeps, and the admin listener
+//! (`gateway.admin_listen`) that serves them with `/healthz` and `/readyz`.
+//!
+//! The registry is private to the gateway (not the process-global default) so nothing else
+//! linked into `btp` can leak series into it. Labels are bounded sets (route class, status
+//! code, encoding, worker index), never paths or client data, so cardinality cannot grow
+//! with traffic.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::respond;
+use crate::route::{classify, Listener, Route};
+use crate::upstream::Pool;
+
+/// Every series the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    tunnels_open: IntGauge,
+    received: IntCounter,
+    sent: IntCounter,
+    static_hits: IntCounterVec,
+    upstream_healthy: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "btp_gateway_requests_total",
+                "Requests answered, by route class and status code.",
+            ),
+            &["route", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "btp_gateway_request_duration_seconds",
+                "Time from request headers to the end of the response (upgraded tunnels: their lifetime).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["route"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "btp_gateway_upstream_errors_total",
+                "Failures talking to API workers, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let tunnels_open = IntGauge::new(
+            "btp_gateway_tunnels_open",
+            "Upgraded (WebSocket) tunnels currently open.",
+        )?;
+        let received = IntCounter::new(
+            "btp_gateway_received_bytes_total",
+            "Request body bytes received from clients (including upgraded tunnel traffic).",
+        )?;
+        let sent = IntCounter::new(
+            "btp_gateway_sent_bytes_total",
+            "Response body bytes sent to clients (including upgraded tunnel traffic).",
+        )?;
+        let static_hits = IntCounterVec::new(
+            Opts::new(
+                "btp_gateway_static_hits_total",
+                "Static files served, by content encoding.",
+            ),
+            &["encoding"],
+        )?;
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "btp_gateway_upstream_healthy",
+                "1 if the API worker passed its last health check.",
+            ),
+            &["worker"],
+        )?;
+        // Known label values start at zero, so every series exists from the first scrape
+        // and rates over them are defined.
+        for kind in ["connect", "timeout", "protocol"] {
+            upstream_errors.with_label_values(&[kind]);
+        }
+        for encoding in ["identity", "gzip", "br"] {
+            static_hits.with_label_values(&[encoding]);
+        }
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(tunnels_open.clone()))?;
+        registry.register(Box::new(received.clone()))?;
+        registry.register(Box::new(sent.clone()))?;
+        registry.register(Box::new(static_hits.clone()))?;
+        registry.register(Box::new(upstream_healthy.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            tunnels_open,
+            received,
+            sent,
+            static_hits,
+            upstream_healthy,
+        })
+    }
+
+    /// One finished request.
+    pub fn observe(
+        &self,
+        route: Route,
+        status: u16,
+        seconds: f64,
+        bytes_in: usize,
+        bytes_out: usize,
+    ) {
+        let status = if status == 0 {
+            "none".to_string()
+        } else {
+            status.to_string()
+        };
+        self.requests
+            .with_label_values(&[route.label(), status.as_str()])
+            .inc();
+        self.duration
+            .with_label_values(&[route.label()])
+            .observe(seconds);
+        self.received.inc_by(bytes_in as u64);
+        self.sent.inc_by(bytes_out as u64);
+    }
+
+    pub fn upstream_error(&self, kind: &str) {
+        self.upstream_errors.with_label_values(&[kind]).inc();
+    }
+
+    pub fn tunnel_opened(&self) {
+        self.tunnels_open.inc();
+    }
+
+    pub fn tunnel_closed(&self) {
+        self.tunnels_open.dec();
+    }
+
+    pub fn static_hit(&self, encoding: &str) {
+        self.static_hits.with_label_values(&[encoding]).inc();
+    }
+
+    pub fn set_upstream_health(&self, worker: usize, healthy: bool) {
+        self.upstream_healthy
+            .with_label_values(&[worker.to_string().as_str()])
+            .set(i64::from(healthy));
+    }
+
+    /// Add series owned by another part of the gateway (supervisor, reload) to the
+    /// registry, so they are served with these.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}
+
+/// The admin listener's application.
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub pool: Arc<Pool>,
+}
+
+impl Admin {
+    fn reply(&self, path: &str) -> (u16, &'static str, Vec<u8>) {
+        match classify(Listener::Admin, path) {
+            Route::Metrics => (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+            Route::Healthz => (200, "text/plain; charset=utf-8", b"ok\n".to_vec()),
+            Route::Readyz => {
+                let healthy = self.pool.healthy_count();
+                if healthy > 0 {
+                    (
+                        200,
+                        "text/plain; charset=utf-8",
+                        format!("ready: {healthy} healthy api worker(s)\n").into_bytes(),
+                    )
+                } else {
+                    (
+                        503,
+                        "text/plain; charset=utf-8",
+                        b"not ready: no healthy api worker\n".to_vec(),
+                    )
+                }
+            }
+            _ => (
+                404,
+                "application/json",
+                respond::error_body("not_found", "admin serves /metrics, /healthz and /readyz")
+                    .to_vec(),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        let (status, content_type, body) = self.reply(&path);
+        let mut builder = Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("content-length", body.len())
+            .header("cache-control", "no-store");
+        for (name, value) in respond::SECURITY {
+            builder = builder.header(name, value);
+        }
+        builder
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_is_exported_with_the_gateway_prefix() {
+        let m = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        m.observe(Route::Static, 200, 0.001, 0, 10);
+        m.upstream_error("connect");
+        m.static_hit("br");
+        m.set_upstream_health(0, true);
+        m.tunnel_opened();
+        let text = String::from_utf8(m.render()).unwrap_or_default();
+        for name in [
+            "btp_gateway_requests_total{route=\"static\",status=\"200\"} 1",
+            "btp_gateway_request_duration_seconds_bucket",
+            "btp_gateway_upstream_errors_total{kind=\"connect\"} 1",
+            "btp_gateway_tunnels_open 1",
+            "btp_gateway_received_bytes_total 0",
+            "btp_gateway_sent_bytes_total 10",
+            "btp_gateway_static_hits_total{encoding=\"br\"} 1",
+            "btp_gateway_upstream_healthy{worker=\"0\"} 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

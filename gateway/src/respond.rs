@@ -1,0 +1,86 @@
+//! Responses the gateway writes itself: the security headers every response carries, the
+//! one JSON error shape clients see, and the header builder both use.
+//!
+//! Kept apart from the proxy phases so the static store, the admin listener and the error
+//! paths cannot drift apart on what "every response" means.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+
+/// The policy the shipped web app is written against (CONTRACTS.md); sent on every
+/// response, not only on HTML, so no content type can slip through without it.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+img-src 'self' data:; font-src 'self'; connect-src 'self' ws: wss:; object-src 'none'; \
+base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// Two years, the value browsers' preload lists ask for.
+pub const HSTS: &str = "max-age=63072000; includeSubDomains";
+
+pub const SECURITY: [(&str, &str); 4] = [
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+    ("content-security-policy", CSP),
+];
+
+/// Set the security headers on `resp`, replacing whatever an upstream sent: the gateway
+/// owns this policy.
+pub fn secure(resp: &mut ResponseHeader, tls: bool) -> pingora::Result<()> {
+    for (name, value) in SECURITY {
+        resp.insert_header(name, value)?;
+    }
+    if tls {
+        resp.insert_header("strict-transport-security", HSTS)?;
+    }
+    Ok(())
+}
+
+/// `{"error": {"code": ..., "message": ...}}`, the shape every client-visible error has.
+pub fn error_body(code: &str, message: &str) -> Bytes {
+    let value = serde_json::json!({ "error": { "code": code, "message": message } });
+    Bytes::from(value.to_string())
+}
+
+/// A complete response: header (with security headers, length and type) and body.
+pub struct Reply {
+    pub header: ResponseHeader,
+    pub body: Bytes,
+}
+
+/// Start a response with the security headers and no body framing yet.
+pub fn header(status: u16, tls: bool) -> pingora::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(12))?;
+    secure(&mut resp, tls)?;
+    Ok(resp)
+}
+
+/// A JSON error reply.
+pub fn error(status: u16, code: &str, message: &str, tls: bool) -> pingora::Result<Reply> {
+    let body = error_body(code, message);
+    let mut header = header(status, tls)?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    Ok(Reply { header, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_the_contract_shape() {
+        let body = error_body("payload_too_large", "too big");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(v["error"]["code"], "payload_too_large");
+        assert_eq!(v["error"]["message"], "too big");
+    }
+
+    #[test]
+    fn hsts_only_over_tls() {
+        let plain = header(200, false).ok();
+        let tls = header(200, true).ok();
+        assert!(plain.is_some_and(|h| h.headers.get("strict-transport-security").is_none()));
+        assert!(tls.is_some_and(|h| h.headers.get("strict-transport-security").is_some()));
+    }
+}

@@ -1,0 +1,251 @@
+//! The API worker pool: which worker a proxied request goes to, and the background health
+//! checks that decide which workers may be picked.
+//!
+//! Worker `i` is `api_worker_addr(i)`. Engine.IO sids start with the two hex digits of the
+//! worker that created them (CONTRACTS.md), so a `/socket.io/` request carrying a sid goes
+//! back to that worker; everything else is round robin over the healthy ones. A worker is
+//! healthy after its `GET /api/health` answered 200, and stops being healthy on a failed
+//! check or a failed connect; with none healthy the gateway answers 503 at once instead of
+//! letting requests queue on dead sockets.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::metrics::Metrics;
+use crate::reload::Live;
+
+#[derive(Debug)]
+struct Worker {
+    addr: SocketAddr,
+    healthy: AtomicBool,
+    /// Part of the upstream connection pool key: bumped when the process behind this
+    /// address is replaced, so pooled keep-alive connections to the old one are never
+    /// reused while it closes them.
+    generation: AtomicU64,
+}
+
+/// The API workers and their health.
+#[derive(Debug)]
+pub struct Pool {
+    workers: Vec<Worker>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// Workers start unhealthy: readiness is something a worker proves, and the first
+    /// health check runs as soon as the gateway starts.
+    pub fn new(addrs: Vec<SocketAddr>) -> Pool {
+        Pool {
+            workers: addrs
+                .into_iter()
+                .map(|addr| Worker {
+                    addr,
+                    healthy: AtomicBool::new(false),
+                    generation: AtomicU64::new(0),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    pub fn addr(&self, index: usize) -> Option<SocketAddr> {
+        self.workers.get(index).map(|w| w.addr)
+    }
+
+    pub fn is_healthy(&self, index: usize) -> bool {
+        self.workers
+            .get(index)
+            .is_some_and(|w| w.healthy.load(Ordering::Relaxed))
+    }
+
+    pub fn set_healthy(&self, index: usize, healthy: bool) {
+        if let Some(w) = self.workers.get(index) {
+            w.healthy.store(healthy, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection-pool generation of worker `index`.
+    pub fn generation(&self, index: usize) -> u64 {
+        self.workers
+            .get(index)
+            .map_or(0, |w| w.generation.load(Ordering::Relaxed))
+    }
+
+    /// Stop reusing pooled connections to worker `index` (its process is about to stop).
+    pub fn retire_connections(&self, index: usize) {
+        if let Some(w) = self.workers.get(index) {
+            w.generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn healthy_count(&self) -> usize {
+        (0..self.len()).filter(|i| self.is_healthy(*i)).count()
+    }
+
+    /// The worker for a request: the sticky one if given and healthy, else the next healthy
+    /// one in round-robin order; `None` when no worker is healthy.
+    pub fn pick(&self, sticky: Option<usize>) -> Option<(usize, SocketAddr)> {
+        if let Some(i) = sticky.filter(|i| self.is_healthy(*i)) {
+            return self.addr(i).map(|a| (i, a));
+        }
+        let n = self.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|i| self.is_healthy(*i))
+            .and_then(|i| self.addr(i).map(|a| (i, a)))
+    }
+}
+
+/// The worker an Engine.IO `sid` in `query` belongs to, if it names one of `workers`.
+pub fn sticky_worker(query: Option<&str>, workers: usize) -> Option<usize> {
+    let sid = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("sid="))?;
+    let prefix = sid.get(..2)?;
+    let index = usize::from(u8::from_str_radix(prefix, 16).ok()?);
+    (index < workers).then_some(index)
+}
+
+/// One `GET /api/health` probe: healthy means a `200` status line within `timeout`.
+pub async fn probe(addr: SocketAddr, timeout: Duration) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let request = format!(
+            "GET /api/health HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: btp-gateway-health\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0u8; 16];
+        let mut filled = 0;
+        while filled < head.len() {
+            let n = stream.read(&mut head[filled..]).await?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        Ok::<bool, std::io::Error>(
+            head[..filled].starts_with(b"HTTP/1.1 200 ")
+                || head[..filled].starts_with(b"HTTP/1.0 200 "),
+        )
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Ok(true)))
+}
+
+/// The Pingora background service that probes every worker each
+/// `health_check_interval` (read from the live settings, so a reload retunes it).
+pub struct HealthCheck {
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+    pub live: Live,
+}
+
+impl HealthCheck {
+    /// Probe every worker once and record the verdicts.
+    pub async fn round(&self) {
+        let settings = self.live.load().settings.clone();
+        let timeout =
+            settings.connect_timeout.max(Duration::from_millis(500)) + Duration::from_secs(1);
+        let probes = (0..self.pool.len()).filter_map(|i| {
+            let addr = self.pool.addr(i)?;
+            Some(async move { (i, probe(addr, timeout).await) })
+        });
+        // Concurrently, so one hung worker cannot delay the verdict on the others.
+        for (i, healthy) in futures::future::join_all(probes).await {
+            if self.pool.is_healthy(i) != healthy {
+                tracing::info!(worker = i, healthy, "api worker health changed");
+            }
+            self.pool.set_healthy(i, healthy);
+            self.metrics.set_upstream_health(i, healthy);
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthCheck {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            self.round().await;
+            let interval = self.live.load().settings.health_check_interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: u16) -> Pool {
+        Pool::new(
+            (0..n)
+                .map(|i| SocketAddr::from(([127, 0, 0, 1], 3001 + i)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn sid_prefix_names_the_worker() {
+        assert_eq!(
+            sticky_worker(
+                Some("EIO=4&transport=polling&sid=01abcdefghijklmnopqrstu"),
+                3
+            ),
+            Some(1)
+        );
+        assert_eq!(sticky_worker(Some("sid=00xyz"), 1), Some(0));
+        assert_eq!(sticky_worker(Some("sid=0aXYZ"), 11), Some(10));
+        assert_eq!(sticky_worker(Some("sid=05xyz"), 3), None);
+        assert_eq!(sticky_worker(Some("sid=zzxyz"), 3), None);
+        assert_eq!(sticky_worker(Some("sid=0"), 3), None);
+        assert_eq!(sticky_worker(Some("EIO=4&transport=websocket"), 3), None);
+        assert_eq!(sticky_worker(None, 3), None);
+    }
+
+    #[test]
+    fn round_robin_skips_unhealthy_workers() {
+        let p = pool(3);
+        assert_eq!(p.pick(None), None);
+        p.set_healthy(0, true);
+        p.set_healthy(2, true);
+        let picked: Vec<usize> = (0..6)
+            .filter_map(|_| p.pick(None))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(picked.iter().all(|i| *i != 1));
+        assert!(picked.contains(&0) && picked.contains(&2));
+    }
+
+    #[test]
+    fn sticky_worker_wins_while_healthy() {
+        let p = pool(3);
+        for i in 0..3 {
+            p.set_healthy(i, true);
+        }
+        assert!((0..5).all(|_| p.pick(Some(2)).map(|(i, _)| i) == Some(2)));
+        p.set_healthy(2, false);
+        assert!(p.pick(Some(2)).is_some_and(|(i, _)| i != 2));
+    }
+}

@@ -1,0 +1,768 @@
+//! The Engine.IO IO layer: routes HTTP requests (handshake, long-polling GET and POST,
+//! WebSocket connect and upgrade), keeps the session registry, and runs each session.
+//!
+//! Per session there is one *driver* task: it owns the heartbeat timer and, once the
+//! session is on WebSocket, the write half of the socket, draining the session's outbox
+//! into frames. A WebSocket session has a second task, its *reader*, because a
+//! fastwebsockets read cannot be cancelled mid-frame and so cannot share a `select!` with
+//! the timer. Everything else (emits, broadcasts, acks) only touches the session's state
+//! under a short mutex and wakes the driver or the pending GET — no task per message, no
+//! task per timer.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use fastwebsockets::{OpCode, Payload, WebSocketError};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::http::{self as h, Body, CorsHeaders, ErrorCode};
+use super::packet::{self, Frame, Handshake, Message, Packet};
+use super::session::{CloseReason, PollError, SessionState, Timing, Transport};
+use crate::config::Config;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::socketio::packet::Encoded;
+
+type Io = TokioIo<Upgraded>;
+type WsReader = fastwebsockets::WebSocketRead<tokio::io::ReadHalf<Io>>;
+type WsWriter = fastwebsockets::WebSocketWrite<tokio::io::WriteHalf<Io>>;
+
+/// What an application plugs into an [`EngineServer`].
+pub trait EngineHandler: Send + Sync + Sized + 'static {
+    /// Per-session application state, reachable through [`Connection::app_state`].
+    type State: Send + Sync + 'static;
+
+    fn new_state(&self) -> Self::State;
+
+    /// A session opened (its handshake is queued or sent).
+    fn on_open(&self, _conn: &Arc<Connection<Self>>) {}
+
+    /// A message arrived. `Err` closes the session with that reason.
+    fn on_message(&self, conn: &Arc<Connection<Self>>, message: Message)
+        -> Result<(), CloseReason>;
+
+    /// The session ended; called exactly once.
+    fn on_close(&self, _conn: &Arc<Connection<Self>>, _reason: CloseReason) {}
+}
+
+/// An Engine.IO server: hand it every request under its path with
+/// [`EngineServer::handle`].
+pub struct EngineServer<H: EngineHandler> {
+    shared: Arc<Shared<H>>,
+}
+
+impl<H: EngineHandler> Clone for EngineServer<H> {
+    fn clone(&self) -> Self {
+        EngineServer {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+pub(crate) struct Shared<H: EngineHandler> {
+    config: Config,
+    claim_timeout: Option<Duration>,
+    handler: H,
+    sessions: RwLock<HashMap<Arc<str>, Arc<Connection<H>>>>,
+    closing: AtomicBool,
+    tasks: TaskTracker,
+    pub(crate) metrics: Metrics,
+}
+
+/// One Engine.IO session, whatever its transport.
+pub struct Connection<H: EngineHandler> {
+    sid: Arc<str>,
+    state: Mutex<SessionState>,
+    /// Wakes the driver: new output on WebSocket, a deadline moved, the writer handed
+    /// over, the session closed.
+    wake_driver: Notify,
+    /// Wakes the pending long-polling GET.
+    wake_poll: Notify,
+    closed: CancellationToken,
+    handoff: Mutex<Option<WsWriter>>,
+    shared: Arc<Shared<H>>,
+    app: H::State,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these short locks leaves consistent data behind.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// 15 random bytes as 20 base64url characters.
+pub(crate) fn random_id() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 15]>())
+}
+
+impl<H: EngineHandler> EngineServer<H> {
+    /// A bare Engine.IO server (no connect timeout).
+    pub fn new(config: Config, handler: H) -> Self {
+        Self::build(config, handler, None)
+    }
+
+    pub(crate) fn build(config: Config, handler: H, claim_timeout: Option<Duration>) -> Self {
+        EngineServer {
+            shared: Arc::new(Shared {
+                config,
+                claim_timeout,
+                handler,
+                sessions: RwLock::new(HashMap::new()),
+                closing: AtomicBool::new(false),
+                tasks: TaskTracker::new(),
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared<H>> {
+        &self.shared
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.shared.handler
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Whether `path` is under this server's path (with or without the final slash).
+    pub fn handles_path(&self, path: &str) -> bool {
+        let base = &self.shared.config.path;
+        path.starts_with(base.as_str()) || path == base.trim_end_matches('/')
+    }
+
+    /// Counters for monitoring.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        read_sessions(&self.shared).len()
+    }
+
+    /// Answers one HTTP request under the server's path: a handshake, a long-polling
+    /// GET or POST, a WebSocket connect or upgrade, or a CORS preflight.
+    pub async fn handle<B>(&self, mut req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let shared = &self.shared;
+        let cors = CorsHeaders::for_request(&shared.config.cors, req.headers());
+        if !self.handles_path(req.uri().path()) {
+            return h::error(StatusCode::NOT_FOUND, ErrorCode::BadRequest, &cors);
+        }
+        if req.method() == Method::OPTIONS {
+            return h::preflight(&cors, req.headers());
+        }
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let query = h::parse_query(&query);
+        let transport = match query.transport {
+            Some("polling") => Transport::Polling,
+            Some("websocket") => Transport::WebSocket,
+            _ => return h::bad_request(ErrorCode::UnknownTransport, &cors),
+        };
+        if query.eio != Some("4") {
+            return h::bad_request(ErrorCode::UnsupportedProtocolVersion, &cors);
+        }
+        let is_upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
+        if is_upgrade != (transport == Transport::WebSocket) {
+            return h::bad_request(ErrorCode::BadRequest, &cors);
+        }
+        let Some(sid) = query.sid else {
+            if req.method() != Method::GET {
+                return h::bad_request(ErrorCode::BadHandshakeMethod, &cors);
+            }
+            return match transport {
+                Transport::Polling => self.polling_handshake(&cors),
+                Transport::WebSocket => self.websocket_handshake(&mut req, &cors),
+            };
+        };
+        let Some(conn) = read_sessions(shared).get(sid).cloned() else {
+            return h::bad_request(ErrorCode::UnknownSid, &cors);
+        };
+        match (transport, req.method()) {
+            (Transport::WebSocket, _) => self.websocket_upgrade(conn, &mut req, &cors),
+            (Transport::Polling, &Method::GET) => poll(conn, &cors).await,
+            (Transport::Polling, &Method::POST) => post(conn, req.into_body(), &cors).await,
+            _ => h::bad_request(ErrorCode::BadRequest, &cors),
+        }
+    }
+
+    fn polling_handshake(&self, cors: &CorsHeaders) -> Response<Body> {
+        let Some(conn) = self.shared.create(Transport::Polling) else {
+            return h::error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Forbidden, cors);
+        };
+        let open = self.shared.handshake_frame(&conn.sid, &["websocket"]);
+        self.shared.tasks.spawn(drive(Arc::clone(&conn), None));
+        self.shared.handler.on_open(&conn);
+        h::text(packet::encode_payload(&[open]), cors)
+    }
+
+    fn websocket_handshake<B>(&self, req: &mut Request<B>, cors: &CorsHeaders) -> Response<Body> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return h::error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Forbidden, cors);
+        }
+        let Ok((response, upgrade)) = fastwebsockets::upgrade::upgrade(req) else {
+            return h::bad_request(ErrorCode::BadRequest, cors);
+        };
+        let shared = Arc::clone(&self.shared);
+        self.shared.tasks.spawn(async move {
+            let Ok(ws) = upgrade.await else { return };
+            let Some(conn) = shared.create(Transport::WebSocket) else {
+                return;
+            };
+            let open = shared.handshake_frame(&conn.sid, &[]);
+            lock(&conn.state).push(open);
+            let (reader, writer) = split(ws, shared.config.max_payload);
+            shared.tasks.spawn(drive(Arc::clone(&conn), Some(writer)));
+            shared.handler.on_open(&conn);
+            read_loop(conn, reader).await;
+        });
+        response.map(|_| h::full(Bytes::new()))
+    }
+
+    fn websocket_upgrade<B>(
+        &self,
+        conn: Arc<Connection<H>>,
+        req: &mut Request<B>,
+        cors: &CorsHeaders,
+    ) -> Response<Body> {
+        if lock(&conn.state).begin_upgrade().is_err() {
+            return h::bad_request(ErrorCode::BadRequest, cors);
+        }
+        let Ok((response, upgrade)) = fastwebsockets::upgrade::upgrade(req) else {
+            lock(&conn.state).abort_upgrade();
+            return h::bad_request(ErrorCode::BadRequest, cors);
+        };
+        // A GET waiting on this session answers `noop` now that the client upgrades.
+        conn.wake_poll.notify_one();
+        let shared = Arc::clone(&self.shared);
+        self.shared.tasks.spawn(async move {
+            let Ok(ws) = upgrade.await else {
+                lock(&conn.state).abort_upgrade();
+                return;
+            };
+            let (mut reader, mut writer) = split(ws, shared.config.max_payload);
+            let upgraded = tokio::time::timeout(
+                shared.config.upgrade_timeout,
+                probe(&conn, &mut reader, &mut writer),
+            )
+            .await
+            .unwrap_or(false);
+            if !upgraded {
+                lock(&conn.state).abort_upgrade();
+                let _ = writer
+                    .write_frame(fastwebsockets::Frame::close(1000, b""))
+                    .await;
+                return;
+            }
+            *lock(&conn.handoff) = Some(writer);
+            conn.wake_driver.notify_one();
+            conn.wake_poll.notify_one();
+            read_loop(conn, reader).await;
+        });
+        response.map(|_| h::full(Bytes::new()))
+    }
+
+    /// Stops accepting sessions, closes every open one in turn (a pending GET gets
+    /// `close`, a WebSocket gets a close frame after its queued packets) so clients
+    /// reconnect at once, and waits for the session tasks to finish.
+    pub async fn shutdown(&self) {
+        let sessions: Vec<_> = {
+            let map = write_sessions(&self.shared);
+            self.shared.closing.store(true, Ordering::Release);
+            map.values().cloned().collect()
+        };
+        for conn in sessions {
+            conn.close_with(CloseReason::ServerShutdown);
+        }
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+}
+
+fn read_sessions<H: EngineHandler>(
+    shared: &Shared<H>,
+) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Arc<Connection<H>>>> {
+    shared.sessions.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_sessions<H: EngineHandler>(
+    shared: &Shared<H>,
+) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Arc<Connection<H>>>> {
+    shared.sessions.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<H: EngineHandler> Shared<H> {
+    fn timing(&self) -> Timing {
+        Timing {
+            ping_interval: self.config.ping_interval,
+            ping_timeout: self.config.ping_timeout,
+            claim_timeout: self.claim_timeout,
+        }
+    }
+
+    fn handshake_frame(&self, sid: &str, upgrades: &[&str]) -> Frame {
+        Handshake {
+            sid,
+            upgrades,
+            ping_interval: self.config.ping_interval.as_millis() as u64,
+            ping_timeout: self.config.ping_timeout.as_millis() as u64,
+            max_payload: self.config.max_payload,
+        }
+        .frame()
+    }
+
+    /// Registers a new session, or `None` while shutting down.
+    fn create(self: &Arc<Self>, transport: Transport) -> Option<Arc<Connection<H>>> {
+        let sid: Arc<str> = format!("{}{}", self.config.sid_prefix, random_id()).into();
+        let conn = Arc::new(Connection {
+            sid: Arc::clone(&sid),
+            state: Mutex::new(SessionState::new(Instant::now(), transport, self.timing())),
+            wake_driver: Notify::new(),
+            wake_poll: Notify::new(),
+            closed: CancellationToken::new(),
+            handoff: Mutex::new(None),
+            shared: Arc::clone(self),
+            app: self.handler.new_state(),
+        });
+        let mut map = write_sessions(self);
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        map.insert(sid, Arc::clone(&conn));
+        self.metrics.session_opened(transport);
+        Some(conn)
+    }
+}
+
+impl<H: EngineHandler> Connection<H> {
+    /// The application's state for this session.
+    pub fn app_state(&self) -> &H::State {
+        &self.app
+    }
+
+    /// The transport the session currently uses.
+    pub fn transport(&self) -> Transport {
+        lock(&self.state).transport()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Queues a message. Returns false when the session is closed.
+    pub fn send(&self, message: Message) -> bool {
+        self.push(packet::message(message))
+    }
+
+    /// Closes the session from the server side.
+    pub fn close(self: &Arc<Self>) {
+        self.close_with(CloseReason::ServerClose);
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub(crate) fn push(&self, frame: Frame) -> bool {
+        let mut state = lock(&self.state);
+        if !state.push(frame) {
+            return false;
+        }
+        let transport = state.transport();
+        drop(state);
+        self.wake(transport);
+        true
+    }
+
+    /// Queues an encoded Socket.IO packet and its attachments, contiguously.
+    pub(crate) fn push_encoded(&self, encoded: &Encoded) -> bool {
+        let mut state = lock(&self.state);
+        if !state.push_all(encoded.frames()) {
+            return false;
+        }
+        let transport = state.transport();
+        drop(state);
+        self.wake(transport);
+        true
+    }
+
+    fn wake(&self, transport: Transport) {
+        match transport {
+            Transport::WebSocket => self.wake_driver.notify_one(),
+            Transport::Polling => self.wake_poll.notify_one(),
+        }
+    }
+
+    /// The application took the session (a namespace was joined).
+    pub(crate) fn claim(&self) {
+        lock(&self.state).claim();
+    }
+
+    /// Ends the session once: unregisters it, stops its tasks, answers a pending GET,
+    /// and tells the handler.
+    pub(crate) fn close_with(self: &Arc<Self>, reason: CloseReason) {
+        let transport = {
+            let mut state = lock(&self.state);
+            if !state.close(reason) {
+                return;
+            }
+            state.transport()
+        };
+        write_sessions(&self.shared).remove(&self.sid);
+        self.shared.metrics.session_closed(transport);
+        self.closed.cancel();
+        self.wake_driver.notify_one();
+        self.wake_poll.notify_one();
+        tracing::debug!(reason = reason.as_str(), "engine.io session closed");
+        self.shared.handler.on_close(self, reason);
+    }
+
+    /// Applies a packet from the client on the current transport.
+    fn receive(self: &Arc<Self>, packet: Packet) -> Result<(), CloseReason> {
+        let is_pong = matches!(packet, Packet::Pong { probe: false });
+        let message = lock(&self.state).receive(Instant::now(), packet)?;
+        if is_pong {
+            self.wake_driver.notify_one();
+        }
+        if let Some(message) = message {
+            self.shared.handler.on_message(self, message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Clears the in-flight flag of a polling request however it ends (answered, or
+/// dropped because the client went away).
+struct InFlight<'a, H: EngineHandler> {
+    conn: &'a Connection<H>,
+    get: bool,
+}
+
+impl<H: EngineHandler> Drop for InFlight<'_, H> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.conn.state);
+        if self.get {
+            state.end_get();
+        } else {
+            state.end_post();
+        }
+    }
+}
+
+fn poll_error<H: EngineHandler>(
+    conn: &Arc<Connection<H>>,
+    error: PollError,
+    cors: &CorsHeaders,
+) -> Response<Body> {
+    match error {
+        PollError::Closed => h::bad_request(ErrorCode::UnknownSid, cors),
+        PollError::Upgraded => h::bad_request(ErrorCode::BadRequest, cors),
+        PollError::Overlap => {
+            conn.close_with(CloseReason::TransportError);
+            h::bad_request(ErrorCode::BadRequest, cors)
+        }
+    }
+}
+
+async fn poll<H: EngineHandler>(conn: Arc<Connection<H>>, cors: &CorsHeaders) -> Response<Body> {
+    let begun = lock(&conn.state).begin_get();
+    if let Err(error) = begun {
+        return poll_error(&conn, error, cors);
+    }
+    let _in_flight = InFlight {
+        conn: &conn,
+        get: true,
+    };
+    loop {
+        let notified = conn.wake_poll.notified();
+        let frames = lock(&conn.state).take_poll();
+        match frames {
+            Some(frames) if frames.is_empty() => {
+                return h::bad_request(ErrorCode::UnknownSid, cors);
+            }
+            Some(frames) => return h::text(packet::encode_payload(&frames), cors),
+            None => notified.await,
+        }
+    }
+}
+
+async fn post<H, B>(conn: Arc<Connection<H>>, body: B, cors: &CorsHeaders) -> Response<Body>
+where
+    H: EngineHandler,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let begun = lock(&conn.state).begin_post();
+    if let Err(error) = begun {
+        return poll_error(&conn, error, cors);
+    }
+    let _in_flight = InFlight {
+        conn: &conn,
+        get: false,
+    };
+    let limit = usize::try_from(conn.shared.config.max_payload).unwrap_or(usize::MAX);
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                conn.close_with(CloseReason::PayloadTooLarge);
+                return h::error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BadRequest, cors);
+            }
+            conn.close_with(CloseReason::TransportError);
+            return h::bad_request(ErrorCode::BadRequest, cors);
+        }
+    };
+    let packets = match packet::decode_payload(body) {
+        Ok(packets) => packets,
+        Err(_) => {
+            conn.close_with(CloseReason::ParseError);
+            return h::bad_request(ErrorCode::BadRequest, cors);
+        }
+    };
+    for packet in packets {
+        if let Err(reason) = conn.receive(packet) {
+            conn.close_with(reason);
+            if reason == CloseReason::ClientClose {
+                break;
+            }
+            return h::bad_request(ErrorCode::BadRequest, cors);
+        }
+    }
+    h::text(Bytes::from_static(b"ok"), cors)
+}
+
+fn split(ws: fastwebsockets::WebSocket<Io>, max_payload: u64) -> (WsReader, WsWriter) {
+    let (mut reader, writer) = ws.split(tokio::io::split);
+    // Control frames are handled here (a close ends the session; pings are not
+    // answered at the WebSocket level, Engine.IO has its own heartbeat).
+    reader.set_auto_close(false);
+    reader.set_auto_pong(false);
+    let max = usize::try_from(max_payload)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    reader.set_max_message_size(max);
+    (reader, writer)
+}
+
+async fn no_obligated_send(_frame: fastwebsockets::Frame<'_>) -> Result<(), Infallible> {
+    Ok(())
+}
+
+fn payload_bytes(payload: Payload<'_>) -> Bytes {
+    match payload {
+        Payload::Bytes(bytes) => bytes.freeze(),
+        Payload::Owned(vec) => Bytes::from(vec),
+        other => Bytes::copy_from_slice(&other),
+    }
+}
+
+fn read_error_reason(error: &WebSocketError) -> CloseReason {
+    match error {
+        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => CloseReason::TransportClose,
+        WebSocketError::FrameTooLarge => CloseReason::PayloadTooLarge,
+        _ => CloseReason::TransportError,
+    }
+}
+
+/// Reads the probing WebSocket of an upgrade until `5` (true) or anything else (false).
+async fn probe<H: EngineHandler>(
+    conn: &Arc<Connection<H>>,
+    reader: &mut WsReader,
+    writer: &mut WsWriter,
+) -> bool {
+    let mut send = no_obligated_send;
+    loop {
+        let frame = tokio::select! {
+            frame = reader.read_frame(&mut send) => frame,
+            _ = conn.closed.cancelled() => return false,
+        };
+        let Ok(frame) = frame else { return false };
+        if frame.opcode != OpCode::Text || !frame.fin {
+            return false;
+        }
+        let Ok(packet) = packet::decode_text(payload_bytes(frame.payload)) else {
+            return false;
+        };
+        let answer = {
+            let mut state = lock(&conn.state);
+            let answer = state.probe_packet(&packet);
+            if matches!(answer, Ok(None)) {
+                conn.shared.metrics.session_upgraded();
+            }
+            answer
+        };
+        match answer {
+            Ok(Some(Frame::Text(reply))) => {
+                let frame = fastwebsockets::Frame::text(Payload::Borrowed(&reply));
+                if writer.write_frame(frame).await.is_err() {
+                    return false;
+                }
+                conn.wake_poll.notify_one();
+            }
+            Ok(None) => return true,
+            Ok(Some(Frame::Binary(_))) | Err(_) => return false,
+        }
+    }
+}
+
+/// The WebSocket reader of a session: frames in, packets to the session.
+async fn read_loop<H: EngineHandler>(conn: Arc<Connection<H>>, mut reader: WsReader) {
+    let max = usize::try_from(conn.shared.config.max_payload).unwrap_or(usize::MAX);
+    let mut fragments: Option<(OpCode, BytesMut)> = None;
+    let mut send = no_obligated_send;
+    loop {
+        let frame = tokio::select! {
+            frame = reader.read_frame(&mut send) => frame,
+            _ = conn.closed.cancelled() => return,
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => {
+                conn.close_with(read_error_reason(&error));
+                return;
+            }
+        };
+        let (opcode, payload) = match frame.opcode {
+            OpCode::Text | OpCode::Binary if fragments.is_none() => {
+                if frame.fin {
+                    (frame.opcode, payload_bytes(frame.payload))
+                } else {
+                    fragments = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
+                    continue;
+                }
+            }
+            OpCode::Continuation if fragments.is_some() => {
+                let Some((opcode, mut buf)) = fragments.take() else {
+                    continue;
+                };
+                buf.extend_from_slice(&frame.payload);
+                if buf.len() > max {
+                    conn.close_with(CloseReason::PayloadTooLarge);
+                    return;
+                }
+                if !frame.fin {
+                    fragments = Some((opcode, buf));
+                    continue;
+                }
+                (opcode, buf.freeze())
+            }
+            OpCode::Close => {
+                conn.close_with(CloseReason::TransportClose);
+                return;
+            }
+            OpCode::Ping | OpCode::Pong => continue,
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                conn.close_with(CloseReason::TransportError);
+                return;
+            }
+        };
+        let packet = if opcode == OpCode::Text {
+            match packet::decode_text(payload) {
+                Ok(packet) => packet,
+                Err(_) => {
+                    conn.close_with(CloseReason::ParseError);
+                    return;
+                }
+            }
+        } else {
+            Packet::Message(Message::Binary(payload))
+        };
+        if let Err(reason) = conn.receive(packet) {
+            conn.close_with(reason);
+            return;
+        }
+    }
+}
+
+async fn write_batch(
+    writer: &mut WsWriter,
+    batch: &mut VecDeque<Frame>,
+) -> Result<(), WebSocketError> {
+    while let Some(frame) = batch.pop_front() {
+        let frame = match &frame {
+            Frame::Text(bytes) => fastwebsockets::Frame::text(Payload::Borrowed(bytes)),
+            Frame::Binary(bytes) => fastwebsockets::Frame::binary(Payload::Borrowed(bytes)),
+        };
+        writer.write_frame(frame).await?;
+    }
+    Ok(())
+}
+
+/// How long the final close frame may take to write.
+const CLOSE_FRAME_LIMIT: Duration = Duration::from_secs(1);
+
+/// The session's driver: heartbeat timer, and on WebSocket the writer.
+async fn drive<H: EngineHandler>(conn: Arc<Connection<H>>, mut writer: Option<WsWriter>) {
+    let write_limit = conn.shared.config.ping_interval + conn.shared.config.ping_timeout;
+    let mut batch = VecDeque::new();
+    loop {
+        let notified = conn.wake_driver.notified();
+        let (deadline, closed) = {
+            let mut state = lock(&conn.state);
+            if writer.is_none() && state.transport() == Transport::WebSocket {
+                writer = lock(&conn.handoff).take();
+            }
+            if writer.is_some() {
+                state.drain_into(&mut batch);
+            }
+            (state.deadline(), state.is_closed())
+        };
+        if let Some(ws) = writer.as_mut() {
+            // A peer that stops reading must not stall the heartbeat forever: a batch
+            // that cannot be written within one heartbeat period ends the session.
+            let written = tokio::time::timeout(write_limit, write_batch(ws, &mut batch)).await;
+            if !matches!(written, Ok(Ok(()))) {
+                conn.close_with(CloseReason::TransportError);
+                return;
+            }
+        }
+        if closed {
+            if let Some(ws) = writer.as_mut() {
+                let close = ws.write_frame(fastwebsockets::Frame::close(1000, b""));
+                let _ = tokio::time::timeout(CLOSE_FRAME_LIMIT, close).await;
+            }
+            return;
+        }
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {
+                let (reason, transport) = {
+                    let mut state = lock(&conn.state);
+                    (state.on_timer(Instant::now()), state.transport())
+                };
+                match reason {
+                    Some(reason) => conn.close_with(reason),
+                    None if transport == Transport::Polling => conn.wake_poll.notify_one(),
+                    None => {}
+                }
+            }
+            _ = notified => {}
+        }
+    }
+}

@@ -1,0 +1,200 @@
+// The application: boot (configuration → API probe → session), screens and routing.
+//
+// Boot order matters for the white-screen failure: nothing is drawn from the network
+// until the configuration is known, and every failure on the way ends on the error
+// screen naming the URL tried. Routing is by hash so the same pages work over http(s),
+// file:// and an Electron app scheme.
+
+import { h, replace } from './dom.js';
+import { t, setLang, getLang, applyDocumentLang } from './i18n.js';
+import { readConfig, probeApi, ConfigError } from './config.js';
+import { Api } from './api.js';
+import { openStore, deleteStore } from './store.js';
+import { Transport } from './transport.js';
+import { SyncEngine } from './sync.js';
+import { uuid } from './project.js';
+import { renderFatal } from './views/fatal.js';
+import { renderAuth } from './views/auth.js';
+import { createHeader, langButton, brand } from './views/header.js';
+import { createList, LIST_PAGE } from './views/list.js';
+import { createDetail } from './views/detail.js';
+import { openProjectForm } from './views/form.js';
+import { confirmDelete } from './views/confirm.js';
+import { mountToasts, toast } from './views/toast.js';
+
+const SESSION_KEY = 'btp.session';
+const DEVICE_KEY = 'btp.clientSessionId';
+
+function readJson(key) {
+  try { return JSON.parse(localStorage.getItem(key) || 'null'); } catch { return null; }
+}
+
+/** One id per device (per browser profile), kept across reloads and sign-ins. */
+export function clientSessionId() {
+  let id = null;
+  try { id = localStorage.getItem(DEVICE_KEY); } catch { /* fall through */ }
+  if (!id) {
+    id = uuid();
+    try { localStorage.setItem(DEVICE_KEY, id); } catch { /* per page load then */ }
+  }
+  return id;
+}
+
+class App {
+  constructor(root) {
+    this.root = root;
+    this.config = null;
+    this.api = null;
+    this.session = null;
+    this.engine = null;
+    this.transport = null;
+    this.store = null;
+    this.listState = { query: '', status: '', limit: LIST_PAGE };
+    this.screen = null;
+    window.addEventListener('hashchange', () => this.route());
+  }
+
+  async boot() {
+    replace(this.root, h('div', { class: 'boot', testid: 'boot-shell' }, h('div', { class: 'boot-logo', 'aria-hidden': 'true' }), h('p', { class: 'boot-text', text: `${t('app.name')}…` })));
+    try {
+      this.config = await readConfig();
+      await probeApi(this.config);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      const session = readJson(SESSION_KEY);
+      renderFatal(this.root, err, {
+        onRetry: () => this.boot(),
+        // With a session and a config, local data is usable and edits queue until the
+        // server is back; without a config there is nowhere to sync to, ever.
+        onContinueOffline: this.config && session && session.token ? () => this.enter(session) : null,
+      });
+      return;
+    }
+    this.api = new Api(this.config.apiUrl);
+    const session = readJson(SESSION_KEY);
+    if (session && session.token && session.user && session.user.id) await this.enter(session);
+    else this.route();
+  }
+
+  async signedIn(res) {
+    const session = { token: res.token, user: res.user };
+    try { localStorage.setItem(SESSION_KEY, JSON.stringify(session)); } catch { /* session lasts this page */ }
+    if (location.hash !== '#/') history.replaceState(null, '', '#/');
+    await this.enter(session);
+  }
+
+  async enter(session) {
+    this.session = session;
+    if (!this.api) this.api = new Api(this.config.apiUrl);
+    this.api.token = session.token;
+    this.store = await openStore(session.user.id);
+    const deviceId = clientSessionId();
+    this.api.sessionId = deviceId;
+    this.transport = new Transport({ config: this.config, api: this.api, clientSessionId: deviceId, getToken: () => this.session && this.session.token });
+    this.engine = new SyncEngine({ store: this.store, transport: this.transport, clientSessionId: deviceId, userId: session.user.id });
+    this.engine.addEventListener('change', () => this.refresh());
+    this.engine.addEventListener('unauthorized', () => this.signOut({ expired: true }));
+    this.engine.addEventListener('ack', (ev) => {
+      const { outcome, error } = ev.detail;
+      if (outcome === 'conflict') toast(t('toast.conflict'), 'warn');
+      else if (outcome === 'rejected') toast(t('toast.rejected', { reason: (error && error.message) || outcome }), 'error', 6000);
+    });
+    this.renderShell();
+    await this.engine.init();
+    this.transport.start();
+  }
+
+  renderShell() {
+    const user = this.session.user;
+    this.header = createHeader({ user, onToggleLang: () => this.toggleLang(), onLogout: () => this.signOut({}) });
+    this.main = h('main', { class: 'main', id: 'main' });
+    replace(this.root, h('div', { class: 'shell' }, this.header.el, this.main));
+    mountToasts(this.root);
+    this.route();
+  }
+
+  toggleLang() {
+    setLang(getLang() === 'fr' ? 'ar' : 'fr');
+    if (this.engine) this.renderShell();
+    else this.route();
+  }
+
+  route() {
+    const hash = location.hash.replace(/^#/, '') || '/';
+    if (!this.engine) {
+      if (!this.api) return;
+      renderAuth(this.root, {
+        api: this.api,
+        mode: hash === '/register' ? 'register' : 'login',
+        onSignedIn: (res) => this.signedIn(res),
+        header: h('header', { class: 'topbar topbar-plain' }, brand(), h('div', { class: 'topbar-actions' }, langButton(() => this.toggleLang()))),
+      });
+      return;
+    }
+    const m = /^\/p\/([^/]+)$/.exec(hash);
+    const actions = { engine: this.engine, onEdit: (id) => this.edit(id), onDelete: (id) => this.remove(id) };
+    if (m) this.screen = createDetail({ id: decodeURIComponent(m[1]), ...actions });
+    else this.screen = createList({ state: this.listState, onNew: () => this.edit(null), ...actions });
+    replace(this.main, this.screen.el);
+    this.refresh();
+  }
+
+  refresh() {
+    if (!this.engine || !this.header) return;
+    this.header.update({ mode: this.transport.mode, lastSyncAt: this.engine.lastSyncAt, pendingCount: this.engine.outbox.length, divergenceResets: this.engine.divergenceResets });
+    if (this.screen) this.screen.update();
+  }
+
+  isOnline() {
+    return this.transport && (this.transport.mode === 'websocket' || this.transport.mode === 'polling');
+  }
+
+  async edit(id) {
+    const project = id ? this.engine.view().get(id) : null;
+    if (id && !project) return;
+    await openProjectForm({ engine: this.engine, project, isOnline: () => this.isOnline() });
+  }
+
+  async remove(id) {
+    const project = this.engine.view().get(id);
+    if (!project) return;
+    if (!(await confirmDelete(project.name))) return;
+    await this.engine.mutate('delete', id, null);
+    toast(t('toast.deleted'), 'ok');
+    if (location.hash.startsWith('#/p/')) location.hash = '#/';
+  }
+
+  async signOut({ expired = false }) {
+    if (!expired && this.engine && this.engine.outbox.length && !window.confirm(t('auth.logoutPending'))) return;
+    const userId = this.session && this.session.user.id;
+    if (!expired && this.api) this.api.logout().catch(() => {});
+    if (this.transport) this.transport.stop();
+    if (this.engine) this.engine.stop();
+    if (this.store) this.store.close();
+    this.engine = null;
+    this.transport = null;
+    this.store = null;
+    this.session = null;
+    this.header = null;
+    this.screen = null;
+    try { localStorage.removeItem(SESSION_KEY); } catch { /* nothing to remove */ }
+    if (userId && !expired) await deleteStore(userId);
+    if (this.api) this.api.token = null;
+    history.replaceState(null, '', '#/login');
+    this.route();
+    if (expired) {
+      mountToasts(this.root);
+      toast(t('toast.sessionExpired'), 'warn', 6000);
+    }
+  }
+}
+
+export async function start(root) {
+  applyDocumentLang();
+  const app = new App(root);
+  try {
+    await app.boot();
+  } catch (err) {
+    renderFatal(root, new ConfigError('error.server', app.config ? app.config.apiUrl : location.href, String(err && err.message || err)), { onRetry: () => location.reload() });
+  }
+}

@@ -1,0 +1,251 @@
+// Strings in French (default) and Arabic (right to left). The language lives in
+// localStorage so each device keeps its choice; switching re-renders, nothing reloads.
+
+const FR = {
+  'app.name': 'BTP Projets',
+  'app.tagline': 'Vos chantiers, synchronisés sur tous vos appareils.',
+  'lang.switch': 'العربية',
+  'lang.switchLabel': 'Passer en arabe',
+  'auth.login': 'Connexion',
+  'auth.register': 'Créer un compte',
+  'auth.email': 'Adresse e-mail',
+  'auth.password': 'Mot de passe',
+  'auth.name': 'Nom complet',
+  'auth.submitLogin': 'Se connecter',
+  'auth.submitRegister': 'Créer mon compte',
+  'auth.passwordHint': 'Au moins 8 caractères.',
+  'auth.busy': 'Patientez…',
+  'auth.failed': 'Connexion impossible. Vérifiez vos identifiants.',
+  'auth.logout': 'Se déconnecter',
+  'auth.logoutPending': 'Des modifications ne sont pas encore synchronisées. Se déconnecter quand même ? Elles seront perdues.',
+  'conn.websocket': 'Temps réel · WebSocket',
+  'conn.polling': 'Synchro HTTP périodique',
+  'conn.offline': 'Hors ligne',
+  'conn.connecting': 'Connexion…',
+  'conn.titleWebsocket': 'Connecté en WebSocket : les changements arrivent instantanément.',
+  'conn.titlePolling': 'WebSocket indisponible : synchronisation HTTP toutes les quelques secondes.',
+  'conn.titleOffline': 'Serveur injoignable : vos modifications sont gardées sur cet appareil.',
+  'sync.never': 'Jamais synchronisé',
+  'sync.at': 'Synchro {time}',
+  'sync.pending': '{n} en attente',
+  'sync.pendingTitle': 'Modifications enregistrées sur cet appareil, envoyées dès le retour du réseau.',
+  'totals.all': 'Total',
+  'totals.budget': 'Budget total',
+  'totals.share': '{pct} % des projets',
+  'status.planned': 'Planifié',
+  'status.active': 'En cours',
+  'status.on_hold': 'En pause',
+  'status.done': 'Terminé',
+  'filter.all': 'Tous les statuts',
+  'search.placeholder': 'Rechercher un projet, un client, une ville…',
+  'search.label': 'Rechercher',
+  'filter.label': 'Filtrer par statut',
+  'projects.title': 'Projets',
+  'projects.new': 'Nouveau projet',
+  'projects.loading': 'Chargement des projets…',
+  'projects.emptyTitle': 'Aucun projet pour l’instant',
+  'projects.emptyText': 'Créez votre premier chantier : il apparaîtra aussitôt sur vos autres appareils.',
+  'projects.noMatchTitle': 'Aucun résultat',
+  'projects.noMatchText': 'Aucun projet ne correspond à la recherche ou au filtre.',
+  'projects.clearFilters': 'Effacer les filtres',
+  'projects.count': '{n} projet(s) affiché(s)',
+  'field.name': 'Nom du projet',
+  'field.client': 'Client',
+  'field.city': 'Ville',
+  'field.budget': 'Budget (MAD)',
+  'field.status': 'Statut',
+  'field.start_date': 'Date de début',
+  'field.end_date': 'Date de fin',
+  'field.progress': 'Avancement (%)',
+  'field.notes': 'Notes',
+  'field.created_at': 'Créé le',
+  'field.updated_at': 'Modifié le',
+  'form.createTitle': 'Nouveau projet',
+  'form.editTitle': 'Modifier le projet',
+  'form.save': 'Enregistrer',
+  'form.cancel': 'Annuler',
+  'form.saving': 'Enregistrement…',
+  'form.savedOffline': 'Enregistré sur cet appareil — envoi dès le retour du réseau.',
+  'form.fixErrors': 'Corrigez les champs signalés.',
+  'form.unchanged': 'Aucune modification.',
+  'valid.nameRequired': 'Le nom est obligatoire.',
+  'valid.nameTooLong': 'Le nom ne doit pas dépasser 200 caractères.',
+  'valid.budget': 'Montant invalide (nombre positif, en dirhams).',
+  'valid.progress': 'L’avancement doit être entre 0 et 100.',
+  'valid.date': 'Date invalide.',
+  'valid.endBeforeStart': 'La date de fin doit être postérieure ou égale à la date de début.',
+  'valid.status': 'Statut invalide.',
+  'valid.email': 'Adresse e-mail invalide.',
+  'valid.password': 'Le mot de passe doit contenir au moins 8 caractères.',
+  'valid.required': 'Champ obligatoire.',
+  'detail.back': 'Retour aux projets',
+  'detail.edit': 'Modifier',
+  'detail.delete': 'Supprimer',
+  'detail.notFoundTitle': 'Projet introuvable',
+  'detail.notFoundText': 'Ce projet a été supprimé ou n’existe pas.',
+  'detail.noNotes': 'Aucune note.',
+  'detail.pending': 'Non synchronisé',
+  'delete.title': 'Supprimer ce projet ?',
+  'delete.text': '« {name} » sera supprimé sur tous vos appareils. Cette action est définitive.',
+  'delete.confirm': 'Supprimer',
+  'delete.cancel': 'Annuler',
+  'toast.deleted': 'Projet supprimé.',
+  'toast.created': 'Projet créé.',
+  'toast.updated': 'Projet mis à jour.',
+  'toast.rejected': 'Le serveur a refusé une modification : {reason}',
+  'toast.conflict': 'Ce projet a été supprimé sur un autre appareil.',
+  'toast.sessionExpired': 'Session expirée, reconnectez-vous.',
+  'error.title': 'Serveur injoignable',
+  'error.config': 'Impossible de lire la configuration de l’application.',
+  'error.server': 'Le serveur ne répond pas.',
+  'error.tried': 'Adresse essayée :',
+  'error.retry': 'Réessayer',
+  'error.offlineContinue': 'Continuer hors ligne',
+  'error.noApiUrl': 'Aucune adresse de serveur fournie par l’application de bureau (window.electron.apiUrl).',
+  'empty.dash': '—',
+};
+
+const AR = {
+  'app.name': 'مشاريع البناء',
+  'app.tagline': 'أوراشك متزامنة على جميع أجهزتك.',
+  'lang.switch': 'Français',
+  'lang.switchLabel': 'التبديل إلى الفرنسية',
+  'auth.login': 'تسجيل الدخول',
+  'auth.register': 'إنشاء حساب',
+  'auth.email': 'البريد الإلكتروني',
+  'auth.password': 'كلمة المرور',
+  'auth.name': 'الاسم الكامل',
+  'auth.submitLogin': 'دخول',
+  'auth.submitRegister': 'إنشاء حسابي',
+  'auth.passwordHint': '8 أحرف على الأقل.',
+  'auth.busy': 'يرجى الانتظار…',
+  'auth.failed': 'تعذر تسجيل الدخول. تحقق من بياناتك.',
+  'auth.logout': 'تسجيل الخروج',
+  'auth.logoutPending': 'بعض التعديلات لم تتم مزامنتها بعد. هل تريد الخروج رغم ذلك؟ ستفقد هذه التعديلات.',
+  'conn.websocket': 'مباشر · WebSocket',
+  'conn.polling': 'مزامنة HTTP دورية',
+  'conn.offline': 'غير متصل',
+  'conn.connecting': 'جارٍ الاتصال…',
+  'conn.titleWebsocket': 'متصل عبر WebSocket: تصل التغييرات فوراً.',
+  'conn.titlePolling': 'WebSocket غير متاح: مزامنة عبر HTTP كل بضع ثوانٍ.',
+  'conn.titleOffline': 'الخادم غير متاح: تعديلاتك محفوظة على هذا الجهاز.',
+  'sync.never': 'لم تتم المزامنة بعد',
+  'sync.at': 'آخر مزامنة {time}',
+  'sync.pending': '{n} في الانتظار',
+  'sync.pendingTitle': 'تعديلات محفوظة على هذا الجهاز، تُرسل عند عودة الشبكة.',
+  'totals.all': 'المجموع',
+  'totals.budget': 'الميزانية الإجمالية',
+  'totals.share': '{pct}٪ من المشاريع',
+  'status.planned': 'مخطط',
+  'status.active': 'قيد الإنجاز',
+  'status.on_hold': 'متوقف مؤقتاً',
+  'status.done': 'منتهٍ',
+  'filter.all': 'كل الحالات',
+  'search.placeholder': 'ابحث عن مشروع أو زبون أو مدينة…',
+  'search.label': 'بحث',
+  'filter.label': 'تصفية حسب الحالة',
+  'projects.title': 'المشاريع',
+  'projects.new': 'مشروع جديد',
+  'projects.loading': 'جارٍ تحميل المشاريع…',
+  'projects.emptyTitle': 'لا توجد مشاريع بعد',
+  'projects.emptyText': 'أنشئ أول ورش لك: سيظهر فوراً على أجهزتك الأخرى.',
+  'projects.noMatchTitle': 'لا توجد نتائج',
+  'projects.noMatchText': 'لا يوجد مشروع يطابق البحث أو التصفية.',
+  'projects.clearFilters': 'مسح التصفية',
+  'projects.count': '{n} مشروع معروض',
+  'field.name': 'اسم المشروع',
+  'field.client': 'الزبون',
+  'field.city': 'المدينة',
+  'field.budget': 'الميزانية (درهم)',
+  'field.status': 'الحالة',
+  'field.start_date': 'تاريخ البدء',
+  'field.end_date': 'تاريخ الانتهاء',
+  'field.progress': 'نسبة الإنجاز (%)',
+  'field.notes': 'ملاحظات',
+  'field.created_at': 'أُنشئ في',
+  'field.updated_at': 'عُدّل في',
+  'form.createTitle': 'مشروع جديد',
+  'form.editTitle': 'تعديل المشروع',
+  'form.save': 'حفظ',
+  'form.cancel': 'إلغاء',
+  'form.saving': 'جارٍ الحفظ…',
+  'form.savedOffline': 'حُفظ على هذا الجهاز — سيُرسل عند عودة الشبكة.',
+  'form.fixErrors': 'يرجى تصحيح الحقول المشار إليها.',
+  'form.unchanged': 'لا توجد تعديلات.',
+  'valid.nameRequired': 'الاسم إلزامي.',
+  'valid.nameTooLong': 'يجب ألا يتجاوز الاسم 200 حرف.',
+  'valid.budget': 'مبلغ غير صالح (رقم موجب بالدرهم).',
+  'valid.progress': 'يجب أن تكون نسبة الإنجاز بين 0 و100.',
+  'valid.date': 'تاريخ غير صالح.',
+  'valid.endBeforeStart': 'يجب أن يكون تاريخ الانتهاء بعد تاريخ البدء أو مساوياً له.',
+  'valid.status': 'حالة غير صالحة.',
+  'valid.email': 'بريد إلكتروني غير صالح.',
+  'valid.password': 'يجب أن تحتوي كلمة المرور على 8 أحرف على الأقل.',
+  'valid.required': 'حقل إلزامي.',
+  'detail.back': 'العودة إلى المشاريع',
+  'detail.edit': 'تعديل',
+  'detail.delete': 'حذف',
+  'detail.notFoundTitle': 'المشروع غير موجود',
+  'detail.notFoundText': 'تم حذف هذا المشروع أو أنه غير موجود.',
+  'detail.noNotes': 'لا توجد ملاحظات.',
+  'detail.pending': 'غير متزامن',
+  'delete.title': 'حذف هذا المشروع؟',
+  'delete.text': 'سيُحذف «{name}» من جميع أجهزتك. هذا الإجراء نهائي.',
+  'delete.confirm': 'حذف',
+  'delete.cancel': 'إلغاء',
+  'toast.deleted': 'تم حذف المشروع.',
+  'toast.created': 'تم إنشاء المشروع.',
+  'toast.updated': 'تم تحديث المشروع.',
+  'toast.rejected': 'رفض الخادم تعديلاً: {reason}',
+  'toast.conflict': 'تم حذف هذا المشروع على جهاز آخر.',
+  'toast.sessionExpired': 'انتهت الجلسة، يرجى تسجيل الدخول من جديد.',
+  'error.title': 'الخادم غير متاح',
+  'error.config': 'تعذرت قراءة إعدادات التطبيق.',
+  'error.server': 'الخادم لا يستجيب.',
+  'error.tried': 'العنوان الذي تمت تجربته:',
+  'error.retry': 'إعادة المحاولة',
+  'error.offlineContinue': 'المتابعة دون اتصال',
+  'error.noApiUrl': 'لم يوفر تطبيق سطح المكتب عنوان الخادم (window.electron.apiUrl).',
+  'empty.dash': '—',
+};
+
+const DICTS = { fr: FR, ar: AR };
+const LOCALES = { fr: 'fr-MA', ar: 'ar-MA' };
+const KEY = 'btp.lang';
+
+let lang = readLang();
+
+function readLang() {
+  try {
+    const saved = localStorage.getItem(KEY);
+    if (saved && DICTS[saved]) return saved;
+  } catch { /* storage unavailable: default language */ }
+  return 'fr';
+}
+
+export function getLang() {
+  return lang;
+}
+
+export function setLang(next) {
+  if (!DICTS[next]) return;
+  lang = next;
+  try { localStorage.setItem(KEY, next); } catch { /* not persisted, still applied */ }
+  applyDocumentLang();
+}
+
+export function applyDocumentLang() {
+  document.documentElement.lang = lang;
+  document.documentElement.dir = lang === 'ar' ? 'rtl' : 'ltr';
+  document.title = t('app.name');
+}
+
+export function locale() {
+  return LOCALES[lang];
+}
+
+export function t(key, params) {
+  let s = DICTS[lang][key] ?? FR[key] ?? key;
+  if (params) for (const [k, v] of Object.entries(params)) s = s.replaceAll(`{${k}}`, String(v));
+  return s;
+}

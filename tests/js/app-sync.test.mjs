@@ -1,0 +1,372 @@
+// The web app against the real system (btp gateway + API + SQLite) in Debian's chromium.
+// Two browser contexts are two devices of one user; every scenario goes through the UI.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { startSystem, freePort, STATIC_ROOT } from './lib/system.mjs';
+import {
+  launch, newDevice, tid, shot, waitConn, signUp, signIn, createProject, editProject, deleteProject,
+  rowByName, listNames, total, pendingCount, eventually,
+} from './lib/browser.mjs';
+
+const INDEX_FILE_URL = pathToFileURL(path.join(STATIC_ROOT, 'index.html')).href;
+const user = { name: 'Amina Benali', email: `amina.${Date.now()}@chantier.ma`, password: 'b3ton-arme!' };
+
+/** Console errors a server-down page legitimately shows: the failed requests themselves. */
+const isNetworkFailure = (e) => /Failed to load resource|net::ERR_|ERR_CONNECTION_REFUSED|Failed to fetch/.test(e);
+
+describe('web app on the real gateway and API', () => {
+  let system;
+  let browser;
+  let A;
+  let B;
+
+  before(async () => {
+    system = await startSystem({ name: 'btp-browser' });
+    browser = await launch();
+    A = await newDevice(browser, { name: 'A' });
+    // B records every value the total ever shows, across reloads (see the reload test).
+    B = await newDevice(browser, {
+      name: 'B',
+      initScript: () => {
+        const seen = JSON.parse(sessionStorage.getItem('totalsSeen') || '[]');
+        const record = () => {
+          const el = document.querySelector('[data-testid="totals-all"]');
+          if (!el) return;
+          const v = el.getAttribute('data-value');
+          if (v !== null && seen[seen.length - 1] !== v) {
+            seen.push(v);
+            sessionStorage.setItem('totalsSeen', JSON.stringify(seen));
+          }
+        };
+        new MutationObserver(record).observe(document, { subtree: true, childList: true, attributes: true });
+      },
+    });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await system?.stop();
+  });
+
+  test('sign-up and sign-in screens render and a new account lands on the empty list', async () => {
+    await A.page.goto(system.url);
+    await A.page.waitForSelector(tid('login-email'));
+    await shot(A.page, '01-sign-in.png');
+    await A.page.click(tid('auth-tab-register'));
+    await A.page.waitForSelector(tid('register-name'));
+    await shot(A.page, '02-sign-up.png');
+    await signUp(A.page, user);
+    await waitConn(A.page, 'websocket');
+    await A.page.waitForSelector(tid('state-empty'));
+    assert.equal(await total(A.page), 0);
+    await shot(A.page, '03-empty-list.png');
+
+    await B.page.goto(system.url);
+    await signIn(B.page, user);
+    await waitConn(B.page, 'websocket');
+  });
+
+  test('the form shows per-field validation messages and refuses to save', async () => {
+    await A.page.click(tid('new-project'));
+    await A.page.fill(tid('project-start-date'), '2025-06-01');
+    await A.page.fill(tid('project-end-date'), '2025-05-01');
+    await A.page.fill(tid('project-progress'), '140');
+    await A.page.click(tid('project-save'));
+    for (const f of ['name', 'end_date', 'progress']) {
+      await A.page.waitForSelector(`${tid(`error-${f}`)}:not([hidden])`);
+    }
+    await shot(A.page, '04-form-validation.png');
+    await A.page.click(tid('project-cancel'));
+    assert.equal(await total(A.page), 0);
+  });
+
+  test('a project created on device A appears on device B within one second, without reload', async (t) => {
+    const seed = [
+      { name: 'Résidence Al Manar', client: 'Groupe Addoha', city: 'Casablanca', budget: '12500000', status: 'active', progress: 45, start_date: '2025-01-15', end_date: '2026-09-30', notes: 'R+8, 120 logements.\nGros œuvre en cours.' },
+      { name: 'Pont Oued Sebou', client: 'Ministère de l’Équipement', city: 'Kénitra', budget: '84000000', status: 'planned', progress: 0, start_date: '2025-11-01', end_date: '2027-12-31' },
+      { name: 'École Hay Riad', client: 'Commune de Rabat', city: 'Rabat', budget: '2300000,50', status: 'done', progress: 100 },
+    ];
+    for (const p of seed) await createProject(A.page, p);
+
+    const name = 'Entrepôt logistique Tanger Med';
+    await A.page.click(tid('new-project'));
+    await A.page.fill(tid('project-name'), name);
+    await A.page.fill(tid('project-city'), 'Tanger');
+    await A.page.selectOption(tid('project-status'), 'on_hold');
+    await A.page.fill(tid('project-budget'), '5600000');
+    await A.page.fill(tid('project-progress'), '30');
+    const t0 = Date.now();
+    await A.page.click(tid('project-save'));
+    await B.page.waitForSelector(rowByName(name), { timeout: 5000 });
+    const elapsed = Date.now() - t0;
+    t.diagnostic(`A save → B row: ${elapsed} ms`);
+    assert.ok(elapsed <= 1000, `B saw the new project after ${elapsed} ms`);
+    assert.equal(B.page.url(), `${system.url}/#/`, 'B was not reloaded');
+    await eventually(async () => (await total(B.page)) === 4);
+    assert.equal(await total(B.page), 4);
+    assert.equal(await B.page.getAttribute(tid('totals-on-hold'), 'data-value'), '1');
+    await A.page.waitForSelector(tid('project-form-dialog'), { state: 'detached' });
+    await shot(A.page, '05-projects-list.png');
+  });
+
+  test('an edit on device B shows on device A', async () => {
+    await editProject(B.page, 'Pont Oued Sebou', { status: 'active', progress: 12 });
+    await A.page.waitForSelector(`${rowByName('Pont Oued Sebou')} ${tid('project-row-status')}[data-status="active"]`, { timeout: 3000 });
+    assert.equal(await A.page.getAttribute(tid('totals-active'), 'data-value'), '2');
+  });
+
+  test('a delete on device A disappears from device B, after a confirmation', async () => {
+    await A.page.click(`${rowByName('École Hay Riad')} ${tid('project-delete')}`);
+    await A.page.waitForSelector(tid('confirm-dialog'));
+    await shot(A.page, '06-confirm-delete.png');
+    await A.page.click(tid('cancel-delete'));
+    assert.equal(await total(A.page), 4, 'cancel keeps the project');
+    await deleteProject(A.page, 'École Hay Riad');
+    await B.page.waitForSelector(rowByName('École Hay Riad'), { state: 'detached', timeout: 3000 });
+    assert.equal(await total(B.page), 3);
+    assert.deepEqual(await listNames(B.page), await listNames(A.page));
+  });
+
+  test('the detail view shows every field of a project', async () => {
+    await A.page.click(`${rowByName('Résidence Al Manar')} ${tid('project-open')}`);
+    await A.page.waitForSelector(tid('project-detail'));
+    assert.equal(await A.page.textContent(tid('detail-name')), 'Résidence Al Manar');
+    assert.equal(await A.page.textContent(tid('detail-city')), 'Casablanca');
+    assert.match(await A.page.textContent(tid('detail-budget')), /12[\s\u202f.]?500[\s\u202f.]?000/);
+    await shot(A.page, '07-project-detail.png');
+    await A.page.click(tid('detail-back'));
+    await A.page.waitForSelector(tid('project-list'));
+  });
+
+  test('search and status filter narrow the list and the totals stay global', async () => {
+    await A.page.fill(tid('search-input'), 'tanger');
+    assert.deepEqual(await listNames(A.page), ['Entrepôt logistique Tanger Med']);
+    await A.page.fill(tid('search-input'), '');
+    await A.page.selectOption(tid('status-filter'), 'active');
+    assert.deepEqual(await listNames(A.page), ['Pont Oued Sebou', 'Résidence Al Manar']);
+    assert.equal(await total(A.page), 3);
+    await A.page.fill(tid('search-input'), 'zzz');
+    await A.page.waitForSelector(tid('state-nomatch'));
+    await A.page.click(tid('clear-filters'));
+    assert.equal((await listNames(A.page)).length, 3);
+    await A.page.waitForSelector(tid('toast'), { state: 'detached', timeout: 10000 });
+    await shot(A.page, '00-overview.png'); // copied to docs/screenshot.png
+  });
+
+  test('reloading device B twenty times never changes the total', async () => {
+    const expected = await total(B.page);
+    await B.page.evaluate(() => sessionStorage.setItem('totalsSeen', '[]'));
+    for (let i = 0; i < 20; i += 1) {
+      await B.page.reload();
+      await B.page.waitForSelector(`${tid('totals')}[data-ready="true"]`);
+      await waitConn(B.page, 'websocket');
+      await B.page.waitForSelector(`${tid('last-sync')}[data-ts]`);
+      assert.equal(await total(B.page), expected, `total after reload ${i + 1}`);
+    }
+    // Settle: the last reload's pull has landed.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await total(B.page), expected);
+    const seen = await B.page.evaluate(() => JSON.parse(sessionStorage.getItem('totalsSeen') || '[]'));
+    assert.deepEqual([...new Set(seen)], [String(expected)], `every total B displayed: ${seen.join(',')}`);
+  });
+
+  test('device A offline creates three and deletes one; back online both devices converge', async () => {
+    await A.context.setOffline(true);
+    try {
+      await offlineScenario();
+    } finally {
+      await A.context.setOffline(false);
+    }
+  });
+
+  async function offlineScenario() {
+    await waitConn(A.page, 'offline');
+    const offlineNames = ['Villa Souissi', 'Clinique Agdal', 'Lycée Al Qods'];
+    for (const name of offlineNames) await createProject(A.page, { name, city: 'Rabat', budget: '1000000' });
+    await deleteProject(A.page, 'Entrepôt logistique Tanger Med');
+    assert.equal(await pendingCount(A.page), 4);
+    assert.equal(await total(A.page), 5);
+    await shot(A.page, '08-offline-pending.png');
+    // Nothing reached B while A was offline.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await total(B.page), 3);
+
+    await A.context.setOffline(false);
+    await waitConn(A.page, 'websocket');
+    const converged = await eventually(async () => {
+      const [a, b] = [await listNames(A.page), await listNames(B.page)];
+      return (await pendingCount(A.page)) === 0 && a.length === 5 && JSON.stringify(a) === JSON.stringify(b);
+    }, { timeout: 15000 });
+    assert.ok(converged, `A ${await listNames(A.page)} / B ${await listNames(B.page)} / pending ${await pendingCount(A.page)}`);
+    assert.ok(!(await listNames(B.page)).includes('Entrepôt logistique Tanger Med'));
+    // And a fresh load of B from the server agrees.
+    await B.page.reload();
+    await waitConn(B.page, 'websocket');
+    assert.deepEqual(await listNames(B.page), await listNames(A.page));
+  }
+
+  test('sync uses the WebSocket transport through the gateway, never long-polling', async (t) => {
+    for (const d of [A, B]) {
+      const wsUrls = d.sockets.map((s) => s.url);
+      assert.ok(wsUrls.length > 0, `${d.name} opened no WebSocket`);
+      for (const u of wsUrls) {
+        assert.ok(u.startsWith(`ws://127.0.0.1:${system.port}/socket.io/?EIO=4&transport=websocket`), u);
+      }
+      assert.equal(d.requests.filter((u) => u.includes('transport=polling')).length, 0);
+      assert.equal(d.requests.filter((u) => u.includes('/api/sync/')).length, 0, `${d.name} fell back to HTTP sync`);
+    }
+    const live = B.sockets.filter((s) => !s.closed).at(-1);
+    assert.ok(live.received.some((f) => f.startsWith('0{')), 'Engine.IO open packet');
+    assert.ok(live.received.some((f) => f.startsWith('40')), 'Socket.IO connect ack');
+    const allB = B.sockets.flatMap((s) => s.received);
+    const bPulls = B.sockets.flatMap((s) => s.sent).filter((f) => /^42\d*\["sync:pull"/.test(f)).length;
+    t.diagnostic(`B: ${allB.filter((f) => f.startsWith('42["sync:changes"')).length} sync:changes received, ${bPulls} pulls sent, ${B.sockets.length} sockets`);
+    assert.ok(allB.some((f) => f.startsWith('42["sync:changes"')), 'B received sync:changes pushes');
+    // The client's count and checksum agreed with the server's all along: no device had
+    // to ask for a divergence reset.
+    for (const d of [A, B]) {
+      assert.equal(await d.page.getAttribute(tid('last-sync'), 'data-divergence-resets'), '0', d.name);
+    }
+    // A's own ops never came back to A as sync:changes (no echo).
+    const echoes = A.sockets.flatMap((s) => s.received).filter((f) => f.startsWith('42["sync:changes"'));
+    for (const f of echoes) assert.ok(!f.includes('Villa Souissi'), 'A received its own op back');
+  });
+
+  test('Arabic switch renders the app right to left, and the phone layout holds', async () => {
+    await A.page.click(tid('lang-toggle'));
+    assert.equal(await A.page.getAttribute('html', 'dir'), 'rtl');
+    assert.equal(await A.page.getAttribute('html', 'lang'), 'ar');
+    await shot(A.page, '09-projects-list-ar.png');
+    await A.page.setViewportSize({ width: 390, height: 844 });
+    await shot(A.page, '10-phone-ar.png');
+    await A.page.click(tid('lang-toggle'));
+    assert.equal(await A.page.getAttribute('html', 'dir'), 'ltr');
+    await shot(A.page, '11-phone.png');
+    const overflow = await A.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `horizontal overflow of ${overflow}px on a phone`);
+    await A.page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  test('the page loaded from file:// with window.electron.apiUrl signs in and syncs', async () => {
+    const E = await newDevice(browser, { name: 'electron', electronApiUrl: system.url });
+    try {
+      await E.page.goto(INDEX_FILE_URL);
+      await signIn(E.page, user);
+      await waitConn(E.page, 'websocket');
+      await eventually(async () => (await total(E.page)) === 5);
+      assert.deepEqual(await listNames(E.page), await listNames(A.page));
+      await createProject(E.page, { name: 'Barrage Electron', city: 'Ouarzazate' });
+      await A.page.waitForSelector(rowByName('Barrage Electron'), { timeout: 3000 });
+      assert.ok(E.sockets[0].url.startsWith(`ws://127.0.0.1:${system.port}/socket.io/`));
+      await shot(E.page, '12-electron-file-page.png');
+      assert.deepEqual(E.errors, []);
+    } finally {
+      await E.context.close();
+    }
+  });
+
+  test('two tabs of one device (one clientSessionId) still see each other\'s edits', async () => {
+    const tab = await A.context.newPage();
+    const tabErrors = [];
+    tab.on('console', (m) => { if (m.type() === 'error') tabErrors.push(m.text()); });
+    try {
+      await tab.goto(system.url);
+      await tab.waitForSelector(`${tid('totals')}[data-ready="true"]`);
+      await waitConn(tab, 'websocket');
+      await createProject(A.page, { name: 'Gare routière Oujda', city: 'Oujda' });
+      await tab.waitForSelector(rowByName('Gare routière Oujda'), { timeout: 3000 });
+      await deleteProject(tab, 'Gare routière Oujda');
+      await A.page.waitForSelector(rowByName('Gare routière Oujda'), { state: 'detached', timeout: 3000 });
+      assert.deepEqual(tabErrors, []);
+    } finally {
+      await tab.close();
+    }
+  });
+
+  test('no console errors on any page', () => {
+    assert.deepEqual(A.errors, []);
+    assert.deepEqual(B.errors, []);
+  });
+
+  test('a server that cannot be reached shows the error screen naming the URL, with retry', async () => {
+    const deadPort = await freePort();
+    const dead = `http://127.0.0.1:${deadPort}`;
+    const E = await newDevice(browser, { name: 'down', electronApiUrl: dead });
+    try {
+      await E.page.goto(INDEX_FILE_URL);
+      await E.page.waitForSelector(tid('fatal-error'), { timeout: 20000 });
+      assert.equal(await E.page.textContent(tid('fatal-url')), `${dead}/api/health`);
+      await shot(E.page, '13-server-down.png');
+      await E.page.click(tid('fatal-retry'));
+      await E.page.waitForSelector(tid('fatal-error'), { timeout: 20000 });
+      assert.deepEqual(E.errors.filter((e) => !isNetworkFailure(e)), []);
+    } finally {
+      await E.context.close();
+    }
+
+    // Over http, a gateway whose /config.json cannot be fetched: the error names it.
+    const H = await newDevice(browser, { name: 'no-config' });
+    try {
+      await H.page.route('**/config.json', (route) => route.abort('connectionrefused'));
+      await H.page.goto(system.url);
+      await H.page.waitForSelector(tid('fatal-error'), { timeout: 20000 });
+      assert.equal(await H.page.textContent(tid('fatal-url')), `${system.url}/config.json`);
+      await H.page.unroute('**/config.json');
+      await H.page.click(tid('fatal-retry'));
+      await H.page.waitForSelector(tid('login-email'), { timeout: 20000 });
+    } finally {
+      await H.context.close();
+    }
+
+    // An Electron page whose preload gave no URL at all.
+    const N = await newDevice(browser, { name: 'no-url' });
+    try {
+      await N.page.goto(INDEX_FILE_URL);
+      await N.page.waitForSelector(`${tid('fatal-error')}[data-reason="error.noApiUrl"]`, { timeout: 20000 });
+      assert.deepEqual(N.errors, []);
+    } finally {
+      await N.context.close();
+    }
+  });
+
+  test('when the WebSocket cannot connect the app says "polling" and still syncs over HTTP', async () => {
+    const P = await newDevice(browser, { name: 'polling' });
+    try {
+      await P.page.routeWebSocket(/\/socket\.io\//, (ws) => ws.close({ code: 1011, reason: 'blocked by test' }));
+      await P.page.goto(system.url);
+      await signIn(P.page, user);
+      await waitConn(P.page, 'polling', 20000);
+      const expected = await total(A.page);
+      await eventually(async () => (await total(P.page)) === expected, { timeout: 15000 });
+      assert.equal(await total(P.page), expected);
+      await createProject(P.page, { name: 'Station de pompage', city: 'Fès' });
+      await A.page.waitForSelector(rowByName('Station de pompage'), { timeout: 5000 });
+      await B.page.waitForSelector(rowByName('Station de pompage'), { timeout: 5000 });
+      await shot(P.page, '14-polling-indicator.png');
+      assert.ok(P.requests.some((u) => u.endsWith('/api/sync/pull')));
+    } finally {
+      await P.context.close();
+    }
+  });
+
+  test('after the whole system restarts, both devices reconnect over WebSocket and keep syncing', async (t) => {
+    if (!system.restart) {
+      t.skip('BTP_TEST_URL system cannot be restarted from here');
+      return;
+    }
+    const before = await total(A.page);
+    await system.restart();
+    await waitConn(A.page, 'websocket', 45000);
+    await waitConn(B.page, 'websocket', 45000);
+    assert.equal(await total(A.page), before, 'a restart changes nothing on the devices');
+    assert.equal(await total(B.page), before);
+    await createProject(A.page, { name: 'Après redémarrage', city: 'Meknès' });
+    await B.page.waitForSelector(rowByName('Après redémarrage'), { timeout: 3000 });
+    // While the server was down the browser logged its failed connection attempts; nothing else.
+    for (const d of [A, B]) {
+      assert.deepEqual(d.errors.filter((e) => !/WebSocket connection to .* failed|Failed to load resource|net::ERR_/.test(e)), [], d.name);
+    }
+  });
+});

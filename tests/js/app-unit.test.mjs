@@ -1,0 +1,82 @@
+// The web app's pure pieces, run in Node straight from static/ (no build step): the
+// Socket.IO packet codec, the reconnect backoff, the checksum the server also computes,
+// and how server changes and acks are read.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { decodeSio, encodeEvent } from '../../static/js/sio.js';
+import { backoffDelay } from '../../static/js/transport.js';
+import { checksumOf, sha256Hex } from '../../static/js/checksum.js';
+import { parseChange, ackError } from '../../static/js/sync.js';
+import { validate, validateDates, applyOp, uuid } from '../../static/js/project.js';
+
+test('socket.io packets decode with namespace, ack id and payload', () => {
+  assert.deepEqual(decodeSio('0{"sid":"x"}'), { type: '0', nsp: '/', id: null, data: { sid: 'x' } });
+  assert.deepEqual(decodeSio('312[{"acks":[]}]'), { type: '3', nsp: '/', id: 12, data: [{ acks: [] }] });
+  assert.deepEqual(decodeSio('2/admin,7["a",1]'), { type: '2', nsp: '/admin', id: 7, data: ['a', 1] });
+  assert.deepEqual(decodeSio('1'), { type: '1', nsp: '/', id: null, data: undefined });
+  assert.equal(decodeSio('2["unterminated'), null);
+  assert.equal(decodeSio('9[]'), null);
+  assert.equal(decodeSio(''), null);
+  assert.equal(encodeEvent(['sync:push', { ops: [] }], 3), '423["sync:push",{"ops":[]}]');
+});
+
+test('reconnect backoff grows exponentially, is capped, and is jittered to 50-100 %', () => {
+  assert.equal(backoffDelay(1, () => 0), 250);
+  assert.equal(backoffDelay(1, () => 1), 500);
+  assert.equal(backoffDelay(4, () => 1), 4000);
+  assert.equal(backoffDelay(30, () => 1), 30000);
+  assert.equal(backoffDelay(30, () => 0), 15000);
+  const samples = new Set(Array.from({ length: 50 }, () => backoffDelay(3)));
+  assert.ok(samples.size > 10, 'jitter spreads reconnects');
+});
+
+test('client checksum equals the server definition: XOR of sha256("<id>:<seq>"), hex', () => {
+  assert.equal(sha256Hex('abc'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  const rows = Array.from({ length: 25 }, (_, i) => ({ id: uuid(), seq: i * 7 + 1 }));
+  const expected = Buffer.alloc(32);
+  for (const r of rows) {
+    const d = createHash('sha256').update(`${r.id}:${r.seq}`).digest();
+    for (let i = 0; i < 32; i += 1) expected[i] ^= d[i];
+  }
+  assert.equal(checksumOf(rows), expected.toString('hex'));
+  assert.equal(checksumOf([...rows].reverse()), expected.toString('hex'), 'order independent');
+  assert.equal(checksumOf([]), '0'.repeat(64));
+  assert.equal(checksumOf([{ id: 'a' }]), null, 'rows without seq cannot be checked');
+});
+
+test('server changes are read as upserts and tombstones', () => {
+  const project = { id: 'p1', seq: 4, name: 'Villa' };
+  assert.deepEqual(parseChange({ kind: 'upsert', seq: 4, id: 'p1', project }), { id: 'p1', deleted: false, row: project });
+  assert.deepEqual(parseChange({ kind: 'delete', seq: 5, id: 'p1', deleted_at: '2025-01-01T00:00:00.000Z' }), { id: 'p1', deleted: true });
+  assert.equal(parseChange({ kind: 'upsert', seq: 1 }), null);
+});
+
+test('a refused op becomes per-field messages', () => {
+  const err = ackError({ op_id: 'o', status: 'rejected', reason: 'validation_failed', message: 'name: must not be empty; progress: must be between 0 and 100', field: 'name' }, 'rejected');
+  assert.deepEqual(err.fields, { name: 'must not be empty', progress: 'must be between 0 and 100' });
+  assert.equal(err.code, 'validation_failed');
+  const conflict = ackError({ op_id: 'o', status: 'conflict', reason: 'deleted', message: 'project was deleted' }, 'conflict');
+  assert.equal(conflict.code, 'deleted');
+});
+
+test('client validation mirrors the API rules', () => {
+  assert.deepEqual(Object.keys(validate({ name: ' ', status: 'lost', progress: 101, budget_centimes: -1, start_date: '2024-02-30' })).sort(),
+    ['budget_centimes', 'name', 'progress', 'start_date', 'status']);
+  assert.deepEqual(validate({ progress: 50 }, { partial: true }), {});
+  assert.deepEqual(validateDates({ start_date: '2025-05-02', end_date: '2025-05-01' }), { end_date: 'valid.endBeforeStart' });
+  assert.deepEqual(validateDates({ start_date: '2025-05-01', end_date: '2025-05-01' }), {});
+});
+
+test('ops replay onto a project map: create, field update, delete', () => {
+  const m = new Map();
+  applyOp(m, { kind: 'create', id: 'a', data: { name: 'A', city: 'Fès' }, at: 0 });
+  applyOp(m, { kind: 'update', id: 'a', data: { city: 'Rabat' }, at: 1 });
+  assert.equal(m.get('a').city, 'Rabat');
+  assert.equal(m.get('a').name, 'A');
+  applyOp(m, { kind: 'update', id: 'missing', data: { name: 'x' }, at: 2 });
+  assert.equal(m.has('missing'), false, 'an update never creates a row');
+  applyOp(m, { kind: 'delete', id: 'a', at: 3 });
+  assert.equal(m.size, 0);
+  assert.match(uuid(), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+});
