@@ -4,55 +4,11 @@
 
 mod support;
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
-use http_body_util::Empty;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use fastwebsockets::{Frame, OpCode, Payload};
 use support::gateway::{Options, TestGateway};
-use tokio::net::TcpStream;
-
-struct SpawnExecutor;
-
-impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
-where
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn execute(&self, fut: Fut) {
-        tokio::spawn(fut);
-    }
-}
-
-type Ws = WebSocket<TokioIo<Upgraded>>;
-
-async fn connect(addr: SocketAddr, path: &str) -> Result<Ws, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let req = hyper::Request::builder()
-        .method("GET")
-        .uri(path)
-        .header("host", addr.to_string())
-        .header("upgrade", "websocket")
-        .header("connection", "upgrade")
-        .header(
-            "sec-websocket-key",
-            fastwebsockets::handshake::generate_key(),
-        )
-        .header("sec-websocket-version", "13")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
-    let (ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    Ok(ws)
-}
+use support::ws::{connect, Ws};
 
 /// Send `text` and wait for its echo.
 async fn echo(ws: &mut Ws, text: &str) -> Result<(), String> {

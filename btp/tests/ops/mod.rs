@@ -10,13 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
-use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::support::gateway::pick_api_base;
@@ -326,18 +323,6 @@ pub async fn get_ok(client: &reqwest::Client, url: &str, token: &str) -> Outcome
     }
 }
 
-struct SpawnExecutor;
-
-impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
-where
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    fn execute(&self, fut: Fut) {
-        tokio::spawn(fut);
-    }
-}
-
 /// How a socket's connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
@@ -358,26 +343,7 @@ pub struct Sio {
 impl Sio {
     /// Connect to `/` with `auth: {token, clientSessionId}`.
     pub async fn connect(addr: SocketAddr, token: &str, session: &str) -> Result<Sio, String> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let req = hyper::Request::builder()
-            .method("GET")
-            .uri("/socket.io/?EIO=4&transport=websocket")
-            .header("host", addr.to_string())
-            .header("upgrade", "websocket")
-            .header("connection", "upgrade")
-            .header(
-                "sec-websocket-key",
-                fastwebsockets::handshake::generate_key(),
-            )
-            .header("sec-websocket-version", "13")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("request: {e}"))?;
-        let (ws, _) = fastwebsockets::handshake::client(&SpawnExecutor, req, stream)
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let ws = crate::support::ws::connect(addr, "/socket.io/?EIO=4&transport=websocket").await?;
         let mut sio = Sio {
             ws: FragmentCollector::new(ws),
             next_ack: 0,

@@ -1,7 +1,8 @@
 //! Shared helpers for the `btp` integration tests: free loopback ports, self-deleting
 //! temp dirs, a `config.toml` writer, the real `btp` binary as a child process (killed on
 //! drop, its output kept in a log file and printed when a test fails), readiness waits,
-//! and a small real upstream (`upstream`) that plays an API worker on loopback.
+//! a small real upstream (`upstream`) that plays an API worker on loopback, and a raw
+//! WebSocket client (`ws`).
 //!
 //! Every test file that declares `mod support;` compiles this module anew and uses only
 //! part of it, hence the `dead_code` allowance.
@@ -9,6 +10,7 @@
 
 pub mod gateway;
 pub mod upstream;
+pub mod ws;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
