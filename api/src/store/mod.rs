@@ -3,9 +3,11 @@
 //!
 //! Both engines run the same statements through sqlx's `Any` driver (numbered `$n`
 //! placeholders, `ON CONFLICT`, `RETURNING` and partial indexes mean the same on both);
-//! what differs lives in `sqlite.rs` (file creation, WAL, one writer at a time) and
-//! `postgres.rs` (LISTEN/NOTIFY). The sync engine's decisions are pure (`crate::sync`);
-//! this module only loads their inputs and writes their outputs inside one transaction.
+//! what differs lives in `sqlite.rs` (file creation, WAL, one writer at a time, a push
+//! batch as multi-row statements, project lists as JSON arrays) and `postgres.rs` (a
+//! push batch in two statements, LISTEN/NOTIFY). The sync engine's decisions are pure
+//! (`crate::sync`); this module only loads their inputs and writes their outputs inside
+//! one transaction.
 //!
 //! Commit order: every write transaction first locks the user's `sync_state` row
 //! (`UPDATE … RETURNING`), so a user's writers run one at a time and seq order is
@@ -13,14 +15,23 @@
 //! transaction on SQLite's WAL, `REPEATABLE READ` on PostgreSQL), so a pull's state row
 //! and rows always agree.
 
+/// The columns `project_of` decodes, in its order.
+macro_rules! project_cols {
+    () => {
+        "id, seq, name, client, city, budget_centimes, status, start_date, end_date, progress, \
+         notes, created_at, updated_at, deleted_at"
+    };
+}
+
 mod postgres;
 mod sqlite;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
+use serde::Deserialize;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use crate::bus::{Bus, ChangeBatch};
 use crate::project::{parse_date, Project, Status};
@@ -75,19 +86,8 @@ pub struct Purged {
     pub tombstones: u64,
 }
 
-/// Rows per multi-row statement: well under SQLite's 32,766 and PostgreSQL's 65,535
-/// bound parameters with 15 columns a row.
-const CHUNK: usize = 200;
-
 /// PostgreSQL channel of the change bus.
 const CHANNEL: &str = "btp_changes";
-
-macro_rules! project_cols {
-    () => {
-        "id, seq, name, client, city, budget_centimes, status, start_date, end_date, progress, \
-         notes, created_at, updated_at, deleted_at"
-    };
-}
 
 pub struct Store {
     pool: AnyPool,
@@ -335,16 +335,19 @@ impl Store {
     pub async fn live_projects(&self, user_id: &str) -> Result<(Vec<Project>, SyncState)> {
         let mut tx = self.begin_read().await?;
         let state = read_state(&mut *tx, user_id).await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            project_cols!(),
-            " FROM projects WHERE user_id = $1 AND deleted_at IS NULL ORDER BY seq"
-        ))
-        .bind(user_id)
-        .fetch_all(&mut *tx)
+        let projects = select_projects(
+            self.dialect,
+            &mut tx,
+            concat!(
+                "SELECT ",
+                project_cols!(),
+                " FROM projects WHERE user_id = $1 AND deleted_at IS NULL ORDER BY seq"
+            ),
+            user_id,
+            &[],
+        )
         .await?;
         tx.commit().await?;
-        let projects = rows.iter().map(project_of).collect::<Result<_>>()?;
         Ok((projects, state))
     }
 
@@ -391,31 +394,22 @@ impl Store {
                 OpInput::Invalid { .. } => {}
             }
         }
-        let rows = load_rows(self.dialect, &mut tx, user_id, &ids).await?;
-        let acks = load_acks(self.dialect, &mut tx, user_id, &op_ids).await?;
+        let (rows, acks) = match self.dialect {
+            Dialect::Sqlite => sqlite::load(&mut tx, user_id, &ids, &op_ids).await?,
+            Dialect::Postgres => postgres::load(&mut tx, user_id, &ids, &op_ids).await?,
+        };
 
         let applied = apply::apply(state, rows, acks, ops, now);
 
-        write_rows(self.dialect, &mut tx, user_id, &applied.writes).await?;
-        write_acks(self.dialect, &mut tx, user_id, &applied.new_acks, now).await?;
         let changes: Vec<Value> = applied
             .writes
             .iter()
             .map(|r| serde_json::to_value(Change::of(r.clone())).unwrap_or(Value::Null))
             .collect();
-        if !applied.writes.is_empty() {
-            sqlx::query(
-                "UPDATE sync_state SET seq = $2, live_count = $3, checksum = $4 WHERE user_id = $1",
-            )
-            .bind(user_id)
-            .bind(applied.state.seq)
-            .bind(applied.state.live_count)
-            .bind(applied.state.checksum.to_hex())
-            .execute(&mut *tx)
-            .await?;
-            if self.dialect == Dialect::Postgres {
-                postgres::log_and_notify(&mut tx, user_id, &applied, &changes, origin_session, now)
-                    .await?;
+        match self.dialect {
+            Dialect::Sqlite => sqlite::write(&mut tx, user_id, &applied, now).await?,
+            Dialect::Postgres => {
+                postgres::write(&mut tx, user_id, &applied, &changes, origin_session, now).await?
             }
         }
         tx.commit().await?;
@@ -440,34 +434,24 @@ impl Store {
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
         let rows = match plan {
             Plan::Snapshot { after, upto, .. } => {
-                sqlx::query(concat!(
+                let sql = concat!(
                     "SELECT ",
                     project_cols!(),
                     " FROM projects WHERE user_id = $1 AND deleted_at IS NULL \
                      AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4"
-                ))
-                .bind(user_id)
-                .bind(after)
-                .bind(upto)
-                .bind(fetch)
-                .fetch_all(&mut *tx)
-                .await?
+                );
+                select_projects(self.dialect, &mut tx, sql, user_id, &[after, upto, fetch]).await?
             }
             Plan::Changes { after } => {
-                sqlx::query(concat!(
+                let sql = concat!(
                     "SELECT ",
                     project_cols!(),
                     " FROM projects WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-                ))
-                .bind(user_id)
-                .bind(after)
-                .bind(fetch)
-                .fetch_all(&mut *tx)
-                .await?
+                );
+                select_projects(self.dialect, &mut tx, sql, user_id, &[after, fetch]).await?
             }
         };
         tx.commit().await?;
-        let rows = rows.iter().map(project_of).collect::<Result<Vec<_>>>()?;
         Ok(pull::respond(plan, rows, limit, &state))
     }
 
@@ -570,14 +554,24 @@ where
     }
 }
 
+/// Decode a `sync_state` row selected as `seq, purged_seq, live_count, checksum`.
 fn state_of(row: &AnyRow) -> Result<SyncState> {
-    let checksum: String = row.try_get("checksum")?;
+    let checksum: String = row.try_get(3)?;
     Ok(SyncState {
-        seq: row.try_get("seq")?,
-        purged_seq: row.try_get("purged_seq")?,
-        live_count: row.try_get("live_count")?,
+        seq: row.try_get(0)?,
+        purged_seq: row.try_get(1)?,
+        live_count: row.try_get(2)?,
         checksum: Checksum::from_hex(&checksum),
     })
+}
+
+/// An ack as stored in `op_acks.ack`.
+fn ack_text(ack: &Ack) -> Result<String> {
+    serde_json::to_string(ack).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn ack_of(text: &str) -> Result<Ack> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn user_of(row: &AnyRow) -> Result<UserRecord> {
@@ -590,194 +584,107 @@ fn user_of(row: &AnyRow) -> Result<UserRecord> {
     })
 }
 
-/// Decode a row selected with `project_cols!()`, by position (name lookups cost a hash
-/// per column on every row of a 10,000-row snapshot).
-fn project_of(row: &AnyRow) -> Result<Project> {
-    let status: String = row.try_get(6)?;
-    let date = |col: usize| -> Result<Option<chrono::NaiveDate>> {
-        let text: Option<String> = row.try_get(col)?;
-        text.map(|t| parse_date(&t).ok_or_else(|| StoreError::Corrupt(format!("date {t:?}"))))
-            .transpose()
-    };
-    Ok(Project {
-        id: row.try_get(0)?,
-        seq: row.try_get(1)?,
-        name: row.try_get(2)?,
-        client: row.try_get(3)?,
-        city: row.try_get(4)?,
-        budget_centimes: row.try_get(5)?,
-        status: Status::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
-        start_date: date(7)?,
-        end_date: date(8)?,
-        progress: row.try_get(9)?,
-        notes: row.try_get(10)?,
-        created_at: row.try_get(11)?,
-        updated_at: row.try_get(12)?,
-        deleted_at: row.try_get(13)?,
-    })
-}
+/// A project row in `project_cols!()` order, as the database stores it (and as
+/// `sqlite::select_projects` receives it in JSON).
+#[derive(Deserialize)]
+struct StoredRow(
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+);
 
-impl Dialect {
-    /// Whether generated batch statements are kept prepared. On SQLite preparing a
-    /// 1,500-parameter statement costs more than running it, so caching wins; on
-    /// PostgreSQL the bench measured one-off statements faster for a single writer
-    /// (bench/api/README.md).
-    fn cache_batch_statements(self) -> bool {
-        self == Dialect::Sqlite
-    }
-
-    /// The `n`th bind parameter of a generated statement. SQLite gets anonymous `?`:
-    /// it resolves every named `$n` by a linear scan of the names seen so far, which is
-    /// quadratic in a 1,500-parameter batch statement. Generated statements bind in
-    /// textual order, so positions match either way.
-    fn param(self, n: usize) -> String {
-        match self {
-            Dialect::Sqlite => "?".to_string(),
-            Dialect::Postgres => format!("${n}"),
-        }
-    }
-}
-
-/// `(p1, p2, …), (…)` groups for a multi-row statement, numbered from `first`. Only
-/// placeholders are formatted into the SQL; every value is bound.
-fn placeholders(dialect: Dialect, first: usize, rows: usize, cols: usize) -> String {
-    let groups: Vec<String> = (0..rows)
-        .map(|r| {
-            let params: Vec<String> = (0..cols)
-                .map(|c| dialect.param(first + r * cols + c))
-                .collect();
-            format!("({})", params.join(", "))
+impl StoredRow {
+    fn into_project(self) -> Result<Project> {
+        let StoredRow(
+            id,
+            seq,
+            name,
+            client,
+            city,
+            budget_centimes,
+            status,
+            start_date,
+            end_date,
+            progress,
+            notes,
+            created_at,
+            updated_at,
+            deleted_at,
+        ) = self;
+        let date = |text: Option<String>| {
+            text.map(|t| parse_date(&t).ok_or_else(|| StoreError::Corrupt(format!("date {t:?}"))))
+                .transpose()
+        };
+        Ok(Project {
+            id,
+            seq,
+            name,
+            client,
+            city,
+            budget_centimes,
+            status: Status::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?,
+            start_date: date(start_date)?,
+            end_date: date(end_date)?,
+            progress,
+            notes,
+            created_at,
+            updated_at,
+            deleted_at,
         })
-        .collect();
-    groups.join(", ")
+    }
 }
 
-async fn load_rows(
+/// Decode a row selected with `project_cols!()`, by position (name lookups cost a hash
+/// per column on every row).
+fn project_of(row: &AnyRow) -> Result<Project> {
+    StoredRow(
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+        row.try_get(4)?,
+        row.try_get(5)?,
+        row.try_get(6)?,
+        row.try_get(7)?,
+        row.try_get(8)?,
+        row.try_get(9)?,
+        row.try_get(10)?,
+        row.try_get(11)?,
+        row.try_get(12)?,
+        row.try_get(13)?,
+    )
+    .into_project()
+}
+
+/// The project rows `sql` selects (`SELECT project_cols!() … ORDER BY seq`, binding the
+/// user id, then `args`), in seq order.
+async fn select_projects(
     dialect: Dialect,
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
+    sql: &'static str,
     user_id: &str,
-    ids: &[String],
-) -> Result<HashMap<String, Project>> {
-    let mut rows = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(CHUNK * 4) {
-        let sql = format!(
-            "SELECT {} FROM projects WHERE user_id = {} AND id IN {}",
-            project_cols!(),
-            dialect.param(1),
-            list(dialect, 2, chunk.len())
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .persistent(dialect.cache_batch_statements())
-            .bind(user_id);
-        for id in chunk {
-            q = q.bind(id);
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            let p = project_of(&row)?;
-            rows.insert(p.id.clone(), p);
+    args: &[i64],
+) -> Result<Vec<Project>> {
+    match dialect {
+        Dialect::Sqlite => sqlite::select_projects(conn, sql, user_id, args).await,
+        Dialect::Postgres => {
+            let mut q = sqlx::query(sql).bind(user_id);
+            for arg in args {
+                q = q.bind(*arg);
+            }
+            q.fetch_all(conn).await?.iter().map(project_of).collect()
         }
     }
-    Ok(rows)
-}
-
-async fn load_acks(
-    dialect: Dialect,
-    tx: &mut Transaction<'static, Any>,
-    user_id: &str,
-    op_ids: &[String],
-) -> Result<HashMap<String, Ack>> {
-    let mut acks = HashMap::new();
-    for chunk in op_ids.chunks(CHUNK * 4) {
-        let sql = format!(
-            "SELECT op_id, ack FROM op_acks WHERE user_id = {} AND op_id IN {}",
-            dialect.param(1),
-            list(dialect, 2, chunk.len())
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .persistent(dialect.cache_batch_statements())
-            .bind(user_id);
-        for id in chunk {
-            q = q.bind(id);
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            let op_id: String = row.try_get(0)?;
-            let text: String = row.try_get(1)?;
-            let ack: Ack =
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            acks.insert(op_id, ack);
-        }
-    }
-    Ok(acks)
-}
-
-/// `(p_first, …, p_first+n-1)`
-fn list(dialect: Dialect, first: usize, n: usize) -> String {
-    let items: Vec<String> = (first..first + n).map(|i| dialect.param(i)).collect();
-    format!("({})", items.join(", "))
-}
-
-async fn write_rows(
-    dialect: Dialect,
-    tx: &mut Transaction<'static, Any>,
-    user_id: &str,
-    rows: &[Project],
-) -> Result<()> {
-    for chunk in rows.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO projects (user_id, {}) VALUES {} \
-             ON CONFLICT (user_id, id) DO UPDATE SET seq = excluded.seq, name = excluded.name, \
-             client = excluded.client, city = excluded.city, \
-             budget_centimes = excluded.budget_centimes, status = excluded.status, \
-             start_date = excluded.start_date, end_date = excluded.end_date, \
-             progress = excluded.progress, notes = excluded.notes, \
-             updated_at = excluded.updated_at, deleted_at = excluded.deleted_at",
-            project_cols!(),
-            placeholders(dialect, 1, chunk.len(), 15)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(dialect.cache_batch_statements());
-        for p in chunk {
-            q = q
-                .bind(user_id)
-                .bind(&p.id)
-                .bind(p.seq)
-                .bind(&p.name)
-                .bind(&p.client)
-                .bind(&p.city)
-                .bind(p.budget_centimes)
-                .bind(p.status.as_str())
-                .bind(p.start_date.map(|d| d.to_string()))
-                .bind(p.end_date.map(|d| d.to_string()))
-                .bind(p.progress)
-                .bind(&p.notes)
-                .bind(p.created_at)
-                .bind(p.updated_at)
-                .bind(p.deleted_at);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-async fn write_acks(
-    dialect: Dialect,
-    tx: &mut Transaction<'static, Any>,
-    user_id: &str,
-    acks: &[Ack],
-    now: i64,
-) -> Result<()> {
-    for chunk in acks.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO op_acks (user_id, op_id, ack, created_at) VALUES {}",
-            placeholders(dialect, 1, chunk.len(), 4)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(dialect.cache_batch_statements());
-        for ack in chunk {
-            let text =
-                serde_json::to_string(ack).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            q = q.bind(user_id).bind(&ack.op_id).bind(text).bind(now);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
 }

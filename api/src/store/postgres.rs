@@ -1,21 +1,37 @@
-//! What only PostgreSQL needs: the cross-process change bus. A push transaction appends
-//! its changes to `change_log` and sends `NOTIFY btp_changes` with a reference (user,
-//! seq range, origin session); PostgreSQL delivers notifications at commit, in commit
-//! order, to every listening process. Each process's listener reads the referenced
-//! changes back and publishes them on its in-process [`Bus`](crate::bus::Bus).
+//! What only PostgreSQL needs: a push batch in few round trips, and the cross-process
+//! change bus.
+//!
+//! Round trips: every statement is one, and a single writer waits for each in turn, so a
+//! batch is BEGIN, the `sync_state` lock, one [`load`], one [`write`] and COMMIT. The
+//! batch travels as JSON text parameters that the statements unpack
+//! (`json_array_elements_text`, `json_to_recordset`): `Any` binds no arrays, and a
+//! statement whose text does not depend on the batch size stays prepared on the
+//! connection, where a generated 1,500-parameter statement was parsed and planned every
+//! time (two round trips each). The lock stays a statement of its own: a statement reads
+//! from the snapshot it started with, so rows read by the statement that waited for the
+//! lock could predate the writer it waited for.
+//!
+//! Change bus: a push transaction appends its changes to `change_log` and sends
+//! `NOTIFY btp_changes` with a reference (user, seq range, origin session); PostgreSQL
+//! delivers notifications at commit, in commit order, to every listening process. Each
+//! process's listener reads the referenced changes back and publishes them on its
+//! in-process [`Bus`](crate::bus::Bus).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::postgres::PgListener;
-use sqlx::{Any, AssertSqlSafe, Transaction};
+use sqlx::{Any, Row, Transaction};
 use tokio::task::JoinHandle;
 
-use super::{placeholders, Result, Store, StoreError, CHANNEL, CHUNK};
+use super::{ack_of, ack_text, project_of, Result, Store, StoreError, CHANNEL};
 use crate::bus::ChangeBatch;
+use crate::project::Project;
 use crate::sync::apply::Applied;
+use crate::sync::Ack;
 
 /// The NOTIFY payload: a reference, never the changes themselves (NOTIFY payloads are
 /// limited to 8 kB; a 1,000-op batch is far larger).
@@ -27,7 +43,87 @@ struct Notice {
     o: Option<String>,
 }
 
-pub(super) async fn log_and_notify(
+/// The rows (tombstones included) and stored acks a batch's ids and op ids name, in one
+/// statement: project rows carry NULL in the last two columns, ack rows NULL in the
+/// project columns. Each id is one primary-key lookup, fenced in a `LATERAL … OFFSET 0`
+/// so the planner cannot turn the lookups into a scan of all the user's rows: it did,
+/// with the plan it kept from when the table was small (a batch on a 10,000-row account
+/// took 20 ms instead of 1).
+pub(super) async fn load(
+    tx: &mut Transaction<'static, Any>,
+    user_id: &str,
+    ids: &[String],
+    op_ids: &[String],
+) -> Result<(HashMap<String, Project>, HashMap<String, Ack>)> {
+    let found = sqlx::query(concat!(
+        "SELECT p.*, NULL::text AS op_id, NULL::text AS ack \
+         FROM json_array_elements_text($2::json) AS k (id) \
+         CROSS JOIN LATERAL (SELECT ",
+        project_cols!(),
+        " FROM projects WHERE user_id = $1 AND id = k.id OFFSET 0) AS p \
+         UNION ALL \
+         SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+         NULL, NULL, a.op_id, a.ack \
+         FROM json_array_elements_text($3::json) AS k (op_id) \
+         CROSS JOIN LATERAL (SELECT op_id, ack FROM op_acks \
+         WHERE user_id = $1 AND op_id = k.op_id OFFSET 0) AS a"
+    ))
+    .bind(user_id)
+    .bind(json_text(ids)?)
+    .bind(json_text(op_ids)?)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut rows = HashMap::with_capacity(ids.len());
+    let mut acks = HashMap::new();
+    for row in found {
+        match row.try_get::<Option<String>, _>(15)? {
+            Some(text) => {
+                acks.insert(row.try_get(14)?, ack_of(&text)?);
+            }
+            None => {
+                let p = project_of(&row)?;
+                rows.insert(p.id.clone(), p);
+            }
+        }
+    }
+    Ok((rows, acks))
+}
+
+/// A row of `write`'s `$2`, named as `json_to_recordset` unpacks it.
+#[derive(Serialize)]
+struct RowParam<'a> {
+    id: &'a str,
+    seq: i64,
+    name: &'a str,
+    client: &'a str,
+    city: &'a str,
+    budget_centimes: i64,
+    status: &'static str,
+    start_date: Option<String>,
+    end_date: Option<String>,
+    progress: i64,
+    notes: &'a str,
+    created_at: i64,
+    updated_at: i64,
+    deleted_at: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct AckParam<'a> {
+    op_id: &'a str,
+    ack: String,
+}
+
+#[derive(Serialize)]
+struct ChangeParam {
+    seq: i64,
+    change: String,
+}
+
+/// Write what `apply` decided in one statement: changed rows, new acks, the change log,
+/// the user's state, and the notification. The state moves, and the notification goes,
+/// only when the batch changed something (`seq` only grows).
+pub(super) async fn write(
     tx: &mut Transaction<'static, Any>,
     user_id: &str,
     applied: &Applied,
@@ -35,36 +131,94 @@ pub(super) async fn log_and_notify(
     origin_session: Option<&str>,
     now: i64,
 ) -> Result<()> {
-    let entries: Vec<(i64, String)> = applied
+    if applied.writes.is_empty() && applied.new_acks.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<RowParam> = applied
+        .writes
+        .iter()
+        .map(|p| RowParam {
+            id: &p.id,
+            seq: p.seq,
+            name: &p.name,
+            client: &p.client,
+            city: &p.city,
+            budget_centimes: p.budget_centimes,
+            status: p.status.as_str(),
+            start_date: p.start_date.map(|d| d.to_string()),
+            end_date: p.end_date.map(|d| d.to_string()),
+            progress: p.progress,
+            notes: &p.notes,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            deleted_at: p.deleted_at,
+        })
+        .collect();
+    let acks = applied
+        .new_acks
+        .iter()
+        .map(|a| {
+            Ok(AckParam {
+                op_id: &a.op_id,
+                ack: ack_text(a)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let logged: Vec<ChangeParam> = applied
         .writes
         .iter()
         .zip(changes)
-        .map(|(row, change)| (row.seq, change.to_string()))
+        .map(|(row, change)| ChangeParam {
+            seq: row.seq,
+            change: change.to_string(),
+        })
         .collect();
-    for chunk in entries.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO change_log (user_id, seq, change, created_at) VALUES {}",
-            placeholders(super::Dialect::Postgres, 1, chunk.len(), 4)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-        for (seq, change) in chunk {
-            q = q.bind(user_id).bind(*seq).bind(change.as_str()).bind(now);
-        }
-        q.execute(&mut **tx).await?;
-    }
     let notice = Notice {
         u: user_id.to_string(),
         f: applied.from,
         t: applied.to(),
         o: origin_session.map(str::to_string),
     };
-    let payload = serde_json::to_string(&notice).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(concat!(
+        "WITH changed AS (INSERT INTO projects (user_id, ",
+        project_cols!(),
+        ") SELECT $1, ",
+        project_cols!(),
+        " FROM json_to_recordset($2::json) AS r (id text, seq bigint, name text, \
+         client text, city text, budget_centimes bigint, status text, start_date text, \
+         end_date text, progress bigint, notes text, created_at bigint, updated_at bigint, \
+         deleted_at bigint) \
+         ON CONFLICT (user_id, id) DO UPDATE SET seq = excluded.seq, name = excluded.name, \
+         client = excluded.client, city = excluded.city, \
+         budget_centimes = excluded.budget_centimes, status = excluded.status, \
+         start_date = excluded.start_date, end_date = excluded.end_date, \
+         progress = excluded.progress, notes = excluded.notes, \
+         updated_at = excluded.updated_at, deleted_at = excluded.deleted_at), \
+         acked AS (INSERT INTO op_acks (user_id, op_id, ack, created_at) \
+         SELECT $1, op_id, ack, $4 FROM json_to_recordset($3::json) AS a (op_id text, ack text)), \
+         logged AS (INSERT INTO change_log (user_id, seq, change, created_at) \
+         SELECT $1, seq, change, $4 FROM json_to_recordset($5::json) AS c (seq bigint, change text)), \
+         moved AS (UPDATE sync_state SET seq = $6, live_count = $7, checksum = $8 \
+         WHERE user_id = $1 AND seq < $6 RETURNING seq) \
+         SELECT pg_notify($9, $10) FROM moved"
+    ))
+    .bind(user_id)
+    .bind(json_text(&rows)?)
+    .bind(json_text(&acks)?)
+    .bind(now)
+    .bind(json_text(&logged)?)
+    .bind(applied.state.seq)
+    .bind(applied.state.live_count)
+    .bind(applied.state.checksum.to_hex())
+    .bind(CHANNEL)
+    .bind(json_text(&notice)?)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+fn json_text<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Start listening (before returning, so no batch committed after this call is
