@@ -267,6 +267,10 @@ fn text(value: &Value, min: usize, max: usize, nullable: bool) -> Result<Option<
             let len = s.chars().count();
             if min > 0 && s.trim().is_empty() {
                 Err("must not be empty".into())
+            } else if s.contains('\0') {
+                // PostgreSQL text cannot hold NUL; refusing it everywhere keeps the two
+                // engines answering the same op the same way.
+                Err("must not contain a NUL character".into())
             } else if len < min || len > max {
                 Err(format!("must be {min} to {max} characters"))
             } else {
@@ -344,6 +348,19 @@ mod tests {
                 "status"
             ]
         );
+    }
+
+    #[test]
+    fn nul_characters_are_refused_in_every_text_field() {
+        let errors = Patch::from_json(&json!({
+            "name": "a\u{0}b", "client": "\u{0}", "notes": "x\u{0}"
+        }))
+        .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors
+            .iter()
+            .all(|e| e.message == "must not contain a NUL character"));
+        assert!(Patch::from_json(&json!({"name": "tab\there, newline\nok"})).is_ok());
     }
 
     #[test]
