@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Materialise pingora-proxy 0.9.1 with our fix for Pingora issue #946 in .patched/ (not
-# committed): the published crate, unpacked from Cargo's own download, plus
-# gateway/patches/pingora-proxy-946.diff. The root Cargo.toml's [patch.crates-io] points
-# there. Idempotent; re-run when the diff changes. See gateway/patches/README.md.
+# Materialise pingora-proxy 0.9.1 with our changes in .patched/ (not committed): the
+# published crate, unpacked from Cargo's own download, plus gateway/patches/pingora-proxy-*.diff
+# applied in name order. The root Cargo.toml's [patch.crates-io] points there. Idempotent;
+# re-run when a diff changes. See gateway/patches/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-diff_file=gateway/patches/pingora-proxy-946.diff
+diff_files=(gateway/patches/pingora-proxy-*.diff)
 dest=.patched/pingora-proxy
 stamp="$dest/.btp-patch"
-want="$(sha256sum "$diff_file" | cut -d' ' -f1)"
+want="$(cat "${diff_files[@]}" | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 
 cache="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
@@ -28,6 +28,11 @@ rm -rf "$dest" .patched/pingora-proxy-0.9.1
 mkdir -p .patched
 tar -xzf "$crate" -C .patched
 mv .patched/pingora-proxy-0.9.1 "$dest"
-git apply --directory="$dest" "$diff_file"
+for diff_file in "${diff_files[@]}"; do
+  git apply --directory="$dest" "$diff_file"
+done
+# The archive keeps its 2025 mtimes; make every file newer than any build of an earlier
+# patch set so cargo rebuilds the crate instead of reusing a stale artifact.
+find "$dest" -type f -exec touch {} +
 echo "$want" > "$stamp"
-echo "patch-pingora: $dest ready (pingora issue #946 fix applied)"
+echo "patch-pingora: $dest ready (${diff_files[*]##*/} applied)"

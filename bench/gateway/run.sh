@@ -9,8 +9,12 @@
 #   api     - a proxied GET /api/health
 # Access logs are off on both sides (they measure disk, not the proxy).
 #
+# Each scenario is measured ROUNDS times, gateway and nginx alternating, and the table
+# gives the median of each column: on a shared 2-core machine one run of either side can
+# land on a burst of someone else's work.
+#
 # Usage: bench/gateway/run.sh            (from the repository root)
-# Env:   DURATION=10s CONNECTIONS=64 THREADS=2 BTP=target/release/btp
+# Env:   DURATION=10s CONNECTIONS=64 THREADS=2 ROUNDS=3 BTP=target/release/btp
 # Needs: nginx (apt-get install -y nginx-light), wrk, python3, a release build of btp.
 set -euo pipefail
 
@@ -18,6 +22,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
+ROUNDS="${ROUNDS:-3}"
 BTP="${BTP:-$ROOT/target/release/btp}"
 
 for tool in nginx wrk python3 curl; do
@@ -154,16 +159,29 @@ n=float(m.group(1)) if m else float("nan"); u=m.group(2) if m else "ms"
 print("%.2f" % (n/1000 if u=="us" else n*1000 if u=="s" else n))' "$1"
 }
 
-printf '\nwrk -t%s -c%s -d%s, loopback, %s cores (wrk shares them)\n\n' "$THREADS" "$CONNECTIONS" "$DURATION" "$(nproc)"
+median() { # numbers... -> their median
+    python3 -c 'import sys,statistics; print("%.2f" % statistics.median(map(float, sys.argv[1:])))' "$@"
+}
+
+printf '\nwrk -t%s -c%s -d%s, loopback, %s cores (wrk shares them), median of %s rounds\n\n' \
+    "$THREADS" "$CONNECTIONS" "$DURATION" "$(nproc)" "$ROUNDS"
 printf '| %-8s | %14s | %14s | %7s | %13s | %13s |\n' scenario "gateway req/s" "nginx req/s" ratio "gateway p99" "nginx p99"
 printf '|%s|%s|%s|%s|%s|%s|\n' ---------- ---------------- ---------------- --------- --------------- ---------------
 for scenario in static spa api; do
     expected=200
     check "$GW_PORT" "${PATHS[$scenario]}" "${ACCEPT[$scenario]}" "$expected"
     check "$NGINX_PORT" "${PATHS[$scenario]}" "${ACCEPT[$scenario]}" "$expected"
-    read -r g_rps g_p99 <<<"$(measure "$GW_PORT" "$scenario")"
-    read -r n_rps n_p99 <<<"$(measure "$NGINX_PORT" "$scenario")"
-    ratio="$(python3 -c "print('%.2f' % (float('$g_rps')/float('$n_rps')))")"
-    printf '| %-8s | %14s | %14s | %6sx | %10s ms | %10s ms |\n' "$scenario" "$g_rps" "$n_rps" "$ratio" "$g_p99" "$n_p99"
+    g_rps=(); g_p99=(); n_rps=(); n_p99=()
+    for _ in $(seq 1 "$ROUNDS"); do
+        read -r rps p99 <<<"$(measure "$GW_PORT" "$scenario")"
+        g_rps+=("$rps"); g_p99+=("$p99")
+        read -r rps p99 <<<"$(measure "$NGINX_PORT" "$scenario")"
+        n_rps+=("$rps"); n_p99+=("$p99")
+    done
+    echo "  $scenario rounds: gateway ${g_rps[*]} req/s, p99 ${g_p99[*]} ms; nginx ${n_rps[*]} req/s, p99 ${n_p99[*]} ms" >&2
+    g="$(median "${g_rps[@]}")"; n="$(median "${n_rps[@]}")"
+    ratio="$(python3 -c "print('%.2f' % (float('$g')/float('$n')))")"
+    printf '| %-8s | %14s | %14s | %6sx | %10s ms | %10s ms |\n' \
+        "$scenario" "$g" "$n" "$ratio" "$(median "${g_p99[@]}")" "$(median "${n_p99[@]}")"
 done
 echo

@@ -402,3 +402,62 @@ async fn admin_listener_serves_probes_and_valid_prometheus_metrics() {
         );
     }
 }
+
+/// Send raw bytes, read until the gateway closes the connection (bounded), return the text.
+async fn raw_exchange(gw: &TestGateway, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(gw.http)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream
+        .write_all(request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "the gateway kept the connection open after answering"
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Pingora's own answers (a bare 400 for an unparsable head, a bare 405 for CONNECT) are
+/// replaced by the gateway's: JSON error shape, security headers, connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_pingora_refuses_get_the_gateways_json_errors_with_security_headers() {
+    let gw = TestGateway::start(Options::default()).await;
+    let cases: [(&[u8], &str, &str); 3] = [
+        (b"GARBAGE\r\n\r\n", "400", "bad_request"),
+        (
+            b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+            "400",
+            "bad_request",
+        ),
+        (
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            "405",
+            "method_not_allowed",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let text = raw_exchange(&gw, request).await;
+        let shown = String::from_utf8_lossy(request);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{shown:?} answered:\n{text}"
+        );
+        let lower = text.to_ascii_lowercase();
+        for header in [
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "x-frame-options: deny",
+            "content-security-policy: default-src 'self'",
+            "content-type: application/json",
+        ] {
+            assert!(lower.contains(header), "{shown:?}: no {header} in\n{text}");
+        }
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(value["error"]["code"], code, "{shown:?}: body {body:?}");
+    }
+}

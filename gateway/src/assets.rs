@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Method;
+use pingora::http::ResponseHeader;
 use sha2::{Digest, Sha256};
 
 use crate::path::CleanPath;
@@ -38,6 +39,8 @@ pub enum AssetError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path}: cannot build its response headers: {message}")]
+    Header { path: String, message: String },
 }
 
 /// A content coding the store can answer with.
@@ -66,6 +69,55 @@ pub struct Variant {
     pub body: Bytes,
     /// Strong ETag of exactly these bytes (variants differ, so their tags do too).
     pub etag: String,
+    /// Its complete response heads, built once at load so that serving a file costs a
+    /// clone of ready header values instead of a dozen parsed insertions per request.
+    heads: Heads,
+}
+
+/// `[plain, tls]` (only TLS carries HSTS) for a 200 and for a 304.
+#[derive(Debug)]
+struct Heads {
+    ok: [ResponseHeader; 2],
+    not_modified: [ResponseHeader; 2],
+}
+
+impl Heads {
+    fn build(asset: &AssetHead<'_>, variant: &Encoded) -> pingora::Result<Heads> {
+        let head = |status: u16, tls: bool| -> pingora::Result<ResponseHeader> {
+            let mut header = respond::header(status, tls)?;
+            header.insert_header("content-type", asset.content_type)?;
+            header.insert_header("cache-control", asset.cache_control)?;
+            header.insert_header("etag", variant.etag.as_str())?;
+            if asset.negotiable {
+                header.insert_header("vary", "Accept-Encoding")?;
+            }
+            if variant.encoding != Encoding::Identity {
+                header.insert_header("content-encoding", variant.encoding.token())?;
+            }
+            if status == 200 {
+                header.insert_header("content-length", variant.body.len().to_string())?;
+            }
+            Ok(header)
+        };
+        Ok(Heads {
+            ok: [head(200, false)?, head(200, true)?],
+            not_modified: [head(304, false)?, head(304, true)?],
+        })
+    }
+}
+
+/// What every variant of one file says about it.
+struct AssetHead<'a> {
+    content_type: &'a str,
+    cache_control: &'a str,
+    negotiable: bool,
+}
+
+/// A variant before its heads are built (they depend on how many variants there are).
+struct Encoded {
+    encoding: Encoding,
+    body: Bytes,
+    etag: String,
 }
 
 /// A file of the web app.
@@ -78,10 +130,6 @@ pub struct Asset {
 }
 
 impl Asset {
-    fn negotiable(&self) -> bool {
-        self.variants.len() > 1
-    }
-
     fn pick(&self, accept_encoding: Option<&str>) -> &Variant {
         let wanted = negotiate(accept_encoding);
         wanted
@@ -102,21 +150,29 @@ pub struct Store {
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     pub method: &'a Method,
+    /// Whether the request came over TLS (HSTS is only sent there).
+    pub tls: bool,
     pub path: &'a CleanPath,
     pub accept: Option<&'a str>,
     pub accept_encoding: Option<&'a str>,
     pub if_none_match: Option<&'a str>,
 }
 
-/// What the store answers.
-#[derive(Debug)]
+/// What the store answers: a complete response, security headers included.
 pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    /// Empty for HEAD and 304.
-    pub body: Bytes,
+    pub reply: respond::Reply,
     /// The variant served (for the static-hits metric), `None` for errors.
     pub encoding: Option<Encoding>,
+}
+
+impl Reply {
+    pub fn status(&self) -> u16 {
+        self.reply.header.status.as_u16()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.reply.header.headers.get(name)?.to_str().ok()
+    }
 }
 
 impl Store {
@@ -141,15 +197,16 @@ impl Store {
     }
 
     /// Answer a static request.
-    pub fn serve(&self, req: Request<'_>) -> Reply {
+    pub fn serve(&self, req: Request<'_>) -> pingora::Result<Reply> {
         if req.method != Method::GET && req.method != Method::HEAD {
             let mut reply = error_reply(
                 405,
                 "method_not_allowed",
                 "static files answer GET and HEAD only",
-            );
-            reply.headers.push(("allow", "GET, HEAD".into()));
-            return reply;
+                req.tls,
+            )?;
+            reply.reply.header.insert_header("allow", "GET, HEAD")?;
+            return Ok(reply);
         }
         let rel = req.path.relative();
         let key = if rel.is_empty() || rel.ends_with('/') {
@@ -160,62 +217,39 @@ impl Store {
         let asset = match self.files.get(&key) {
             Some(asset) => asset,
             None if is_navigation(&req) => &self.index,
-            None => return error_reply(404, "not_found", "no such file"),
+            None => return error_reply(404, "not_found", "no such file", req.tls),
         };
-        self.answer(asset, &req)
+        Ok(self.answer(asset, &req))
     }
 
     fn answer(&self, asset: &Asset, req: &Request<'_>) -> Reply {
         let variant = asset.pick(req.accept_encoding);
-        let mut headers = vec![
-            ("content-type", asset.content_type.clone()),
-            ("cache-control", asset.cache_control.to_string()),
-            ("etag", variant.etag.clone()),
-        ];
-        if asset.negotiable() {
-            headers.push(("vary", "Accept-Encoding".into()));
-        }
-        if variant.encoding != Encoding::Identity {
-            headers.push(("content-encoding", variant.encoding.token().into()));
-        }
-        if req
+        let not_modified = req
             .if_none_match
-            .is_some_and(|inm| etag_matches(inm, &variant.etag))
-        {
-            return Reply {
-                status: 304,
-                headers,
-                body: Bytes::new(),
-                encoding: Some(variant.encoding),
-            };
-        }
-        headers.push(("content-length", variant.body.len().to_string()));
-        let body = if req.method == Method::HEAD {
+            .is_some_and(|inm| etag_matches(inm, &variant.etag));
+        let heads = if not_modified {
+            &variant.heads.not_modified
+        } else {
+            &variant.heads.ok
+        };
+        let header = heads[usize::from(req.tls)].clone();
+        let body = if not_modified || req.method == Method::HEAD {
             Bytes::new()
         } else {
             variant.body.clone()
         };
         Reply {
-            status: 200,
-            headers,
-            body,
+            reply: respond::Reply { header, body },
             encoding: Some(variant.encoding),
         }
     }
 }
 
-fn error_reply(status: u16, code: &str, message: &str) -> Reply {
-    let body = respond::error_body(code, message);
-    Reply {
-        status,
-        headers: vec![
-            ("content-type", "application/json".into()),
-            ("cache-control", "no-store".into()),
-            ("content-length", body.len().to_string()),
-        ],
-        body,
+fn error_reply(status: u16, code: &str, message: &str, tls: bool) -> pingora::Result<Reply> {
+    Ok(Reply {
+        reply: respond::error(status, code, message, tls)?,
         encoding: None,
-    }
+    })
 }
 
 /// A browser navigation the SPA should handle: GET/HEAD, accepting HTML, and a path
@@ -235,17 +269,19 @@ pub fn negotiate(accept_encoding: Option<&str>) -> Vec<Encoding> {
     let mut star = None;
     for item in accept_encoding.unwrap_or_default().split(',') {
         let mut parts = item.split(';');
-        let token = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let token = parts.next().unwrap_or_default().trim();
         let q = parts
             .filter_map(|p| p.trim().strip_prefix("q="))
             .filter_map(|v| v.trim().parse::<f32>().ok())
             .next()
             .unwrap_or(1.0);
-        match token.as_str() {
-            "br" => br = Some(q),
-            "gzip" | "x-gzip" => gzip = Some(q),
-            "*" => star = Some(q),
-            _ => {}
+        let is = |name: &str| token.eq_ignore_ascii_case(name);
+        if is("br") {
+            br = Some(q);
+        } else if is("gzip") || is("x-gzip") {
+            gzip = Some(q);
+        } else if token == "*" {
+            star = Some(q);
         }
     }
     let acceptable = |q: Option<f32>| q.or(star).is_some_and(|q| q > 0.0);
@@ -321,7 +357,7 @@ fn build(key: &str, data: Vec<u8>) -> Result<Asset, AssetError> {
     };
     let hash = hex::encode(&Sha256::digest(&data)[..8]);
     let identity = Bytes::from(data);
-    let mut variants = vec![Variant {
+    let mut encoded = vec![Encoded {
         encoding: Encoding::Identity,
         body: identity.clone(),
         etag: format!("\"{hash}\""),
@@ -333,7 +369,7 @@ fn build(key: &str, data: Vec<u8>) -> Result<Asset, AssetError> {
         };
         let br = brotli(&identity).map_err(compress_err)?;
         if br.len() < identity.len() {
-            variants.push(Variant {
+            encoded.push(Encoded {
                 encoding: Encoding::Brotli,
                 body: Bytes::from(br),
                 etag: format!("\"{hash}-br\""),
@@ -341,13 +377,33 @@ fn build(key: &str, data: Vec<u8>) -> Result<Asset, AssetError> {
         }
         let gz = gzip(&identity).map_err(compress_err)?;
         if gz.len() < identity.len() {
-            variants.push(Variant {
+            encoded.push(Encoded {
                 encoding: Encoding::Gzip,
                 body: Bytes::from(gz),
                 etag: format!("\"{hash}-gz\""),
             });
         }
     }
+    let asset = AssetHead {
+        content_type: &content_type,
+        cache_control,
+        negotiable: encoded.len() > 1,
+    };
+    let variants = encoded
+        .into_iter()
+        .map(|v| {
+            let heads = Heads::build(&asset, &v).map_err(|e| AssetError::Header {
+                path: key.to_string(),
+                message: e.to_string(),
+            })?;
+            Ok(Variant {
+                encoding: v.encoding,
+                body: v.body,
+                etag: v.etag,
+                heads,
+            })
+        })
+        .collect::<Result<Vec<_>, AssetError>>()?;
     Ok(Asset {
         content_type,
         cache_control,
@@ -438,6 +494,7 @@ mod tests {
     fn get<'a>(path: &'a CleanPath, accept: Option<&'a str>, ae: Option<&'a str>) -> Request<'a> {
         Request {
             method: &Method::GET,
+            tls: false,
             path,
             accept,
             accept_encoding: ae,
@@ -446,11 +503,13 @@ mod tests {
     }
 
     fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
-        reply
-            .headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        reply.header(name)
+    }
+
+    fn serve(store: &Store, req: Request<'_>) -> Reply {
+        store
+            .serve(req)
+            .unwrap_or_else(|e| panic!("serve {}: {e}", req.path.as_str()))
     }
 
     #[test]
@@ -487,38 +546,80 @@ mod tests {
     fn variants_negotiate_with_vary_and_distinct_etags() {
         let s = store();
         let p = decode("/js/app.js").unwrap_or_else(|e| panic!("{e}"));
-        let br = s.serve(get(&p, None, Some("gzip, br")));
-        let gz = s.serve(get(&p, None, Some("gzip")));
-        let id = s.serve(get(&p, None, None));
+        let br = serve(&s, get(&p, None, Some("gzip, br")));
+        let gz = serve(&s, get(&p, None, Some("gzip")));
+        let id = serve(&s, get(&p, None, None));
         assert_eq!(header(&br, "content-encoding"), Some("br"));
         assert_eq!(header(&gz, "content-encoding"), Some("gzip"));
         assert_eq!(header(&id, "content-encoding"), None);
         for r in [&br, &gz, &id] {
-            assert_eq!(r.status, 200);
+            assert_eq!(r.status(), 200);
             assert_eq!(header(r, "vary"), Some("Accept-Encoding"));
             assert_eq!(header(r, "cache-control"), Some("no-cache"));
         }
         assert_ne!(header(&br, "etag"), header(&gz, "etag"));
-        assert!(br.body.len() < id.body.len());
+        assert!(br.reply.body.len() < id.reply.body.len());
     }
 
     #[test]
     fn matching_etag_revalidates_to_304_without_body() {
         let s = store();
         let p = decode("/js/app.3f2a9c1b.js").unwrap_or_else(|e| panic!("{e}"));
-        let first = s.serve(get(&p, None, Some("br")));
+        let first = serve(&s, get(&p, None, Some("br")));
         assert_eq!(
             header(&first, "cache-control"),
             Some("public, max-age=31536000, immutable")
         );
         let etag = header(&first, "etag").unwrap_or_default().to_string();
         let weak = format!("W/{etag}");
-        let again = s.serve(Request {
-            if_none_match: Some(&weak),
-            ..get(&p, None, Some("br"))
-        });
-        assert_eq!(again.status, 304);
-        assert!(again.body.is_empty());
+        let again = serve(
+            &s,
+            Request {
+                if_none_match: Some(&weak),
+                ..get(&p, None, Some("br"))
+            },
+        );
+        assert_eq!(again.status(), 304);
+        assert!(again.reply.body.is_empty());
+        assert_eq!(header(&again, "content-length"), None);
+        assert_eq!(header(&again, "etag"), Some(etag.as_str()));
+    }
+
+    #[test]
+    fn every_answer_carries_the_security_headers_and_hsts_only_over_tls() {
+        let s = store();
+        let p = decode("/js/app.3f2a9c1b.js").unwrap_or_else(|e| panic!("{e}"));
+        let missing = decode("/nope.css").unwrap_or_else(|e| panic!("{e}"));
+        let plain = serve(&s, get(&p, None, Some("gzip")));
+        let tls = serve(
+            &s,
+            Request {
+                tls: true,
+                ..get(&p, None, Some("gzip"))
+            },
+        );
+        let not_found = serve(
+            &s,
+            Request {
+                tls: true,
+                ..get(&missing, None, None)
+            },
+        );
+        for r in [&plain, &tls, &not_found] {
+            for (name, value) in respond::SECURITY {
+                assert_eq!(header(r, name), Some(value), "{name}");
+            }
+        }
+        assert_eq!(header(&plain, "strict-transport-security"), None);
+        assert_eq!(
+            header(&tls, "strict-transport-security"),
+            Some(respond::HSTS)
+        );
+        assert_eq!(
+            header(&not_found, "strict-transport-security"),
+            Some(respond::HSTS)
+        );
+        assert_eq!(not_found.status(), 404);
     }
 
     #[test]
@@ -527,13 +628,13 @@ mod tests {
         let route = decode("/projects/42").unwrap_or_else(|e| panic!("{e}"));
         let missing_js = decode("/js/missing.js").unwrap_or_else(|e| panic!("{e}"));
         let html = Some("text/html,application/xhtml+xml");
-        assert_eq!(s.serve(get(&route, html, None)).status, 200);
+        assert_eq!(serve(&s, get(&route, html, None)).status(), 200);
         assert_eq!(
-            s.serve(get(&route, Some("application/json"), None)).status,
+            serve(&s, get(&route, Some("application/json"), None)).status(),
             404
         );
-        assert_eq!(s.serve(get(&missing_js, html, None)).status, 404);
-        let not_found = s.serve(get(&missing_js, html, None));
+        assert_eq!(serve(&s, get(&missing_js, html, None)).status(), 404);
+        let not_found = serve(&s, get(&missing_js, html, None));
         assert_eq!(header(&not_found, "content-type"), Some("application/json"));
     }
 
@@ -541,19 +642,22 @@ mod tests {
     fn dotfiles_are_not_served() {
         let s = store();
         let p = decode("/.secret").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.serve(get(&p, None, None)).status, 404);
+        assert_eq!(serve(&s, get(&p, None, None)).status(), 404);
     }
 
     #[test]
     fn head_has_length_but_no_body() {
         let s = store();
         let p = decode("/").unwrap_or_else(|e| panic!("{e}"));
-        let r = s.serve(Request {
-            method: &Method::HEAD,
-            ..get(&p, None, None)
-        });
-        assert_eq!(r.status, 200);
-        assert!(r.body.is_empty());
+        let r = serve(
+            &s,
+            Request {
+                method: &Method::HEAD,
+                ..get(&p, None, None)
+            },
+        );
+        assert_eq!(r.status(), 200);
+        assert!(r.reply.body.is_empty());
         assert_ne!(header(&r, "content-length"), Some("0"));
         assert_eq!(header(&r, "content-type"), Some("text/html; charset=utf-8"));
     }

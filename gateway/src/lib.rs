@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -115,7 +116,11 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         pool: pool.clone(),
         metrics: metrics.clone(),
     };
-    let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut options = HttpServerOptions::default();
+    // Not to proxy it: so that the gateway answers CONNECT itself, with its headers.
+    options.allow_connect_method_proxying = true;
+    proxy.server_options = Some(options);
     let edge = Edge {
         app: Arc::new(proxy),
         live: live.clone(),
@@ -186,9 +191,12 @@ fn server_conf(listen: SocketAddr) -> ServerConf {
             .join(format!("btp-gateway-{}.pid", listen.port()))
             .display()
             .to_string(),
-        // One single-threaded runtime per thread: no cross-thread wake-ups per request,
-        // which on a few cores costs more than the balancing work stealing buys.
-        work_stealing: false,
+        // One multi-threaded runtime (one IO driver) rather than a single-threaded runtime
+        // per thread: Pingora accepts on one runtime and hands each connection to a random
+        // one, and pools upstream connections across all of them, so with separate
+        // runtimes most socket readiness is seen by one thread's driver and delivered to a
+        // task on another, an eventfd wake-up each time (2.4 per proxied request, measured).
+        work_stealing: true,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()

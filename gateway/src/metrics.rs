@@ -6,17 +6,18 @@
 //! code, encoding, worker index), never paths or client data, so cardinality cannot grow
 //! with traffic.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::assets::Encoding;
 use crate::respond;
 use crate::route::{classify, Listener, Route};
 use crate::upstream::Pool;
@@ -32,6 +33,41 @@ pub struct Metrics {
     sent: IntCounter,
     static_hits: IntCounterVec,
     upstream_healthy: IntGaugeVec,
+    per_request: PerRequest,
+}
+
+/// The series every request touches, resolved on first use and kept: a labelled lookup
+/// formats, hashes and takes a lock, which on the static path is a measurable share of a
+/// request. Slots are created lazily so that `/metrics` still lists only series that have
+/// been used.
+struct PerRequest {
+    /// `[route][status slot]`, slot 0 is "none" (no status), then 100..=599.
+    requests: Vec<OnceLock<IntCounter>>,
+    duration: Vec<OnceLock<Histogram>>,
+    static_hits: [OnceLock<IntCounter>; 3],
+}
+
+const ROUTES: usize = Route::ALL.len();
+const STATUS_SLOTS: usize = 501;
+
+impl PerRequest {
+    fn new() -> PerRequest {
+        PerRequest {
+            requests: (0..ROUTES * STATUS_SLOTS)
+                .map(|_| OnceLock::new())
+                .collect(),
+            duration: (0..ROUTES).map(|_| OnceLock::new()).collect(),
+            static_hits: Default::default(),
+        }
+    }
+
+    fn status_slot(status: u16) -> Option<usize> {
+        match status {
+            0 => Some(0),
+            100..=599 => Some(usize::from(status) - 99),
+            _ => None,
+        }
+    }
 }
 
 impl Metrics {
@@ -113,6 +149,7 @@ impl Metrics {
             sent,
             static_hits,
             upstream_healthy,
+            per_request: PerRequest::new(),
         })
     }
 
@@ -125,16 +162,22 @@ impl Metrics {
         bytes_in: usize,
         bytes_out: usize,
     ) {
-        let status = if status == 0 {
-            "none".to_string()
-        } else {
-            status.to_string()
+        let status_label = || {
+            if status == 0 {
+                "none".to_string()
+            } else {
+                status.to_string()
+            }
         };
-        self.requests
-            .with_label_values(&[route.label(), status.as_str()])
-            .inc();
-        self.duration
-            .with_label_values(&[route.label()])
+        let counter = |label: &str| self.requests.with_label_values(&[route.label(), label]);
+        match PerRequest::status_slot(status) {
+            Some(slot) => self.per_request.requests[route.index() * STATUS_SLOTS + slot]
+                .get_or_init(|| counter(&status_label()))
+                .inc(),
+            None => counter(&status_label()).inc(),
+        }
+        self.per_request.duration[route.index()]
+            .get_or_init(|| self.duration.with_label_values(&[route.label()]))
             .observe(seconds);
         self.received.inc_by(bytes_in as u64);
         self.sent.inc_by(bytes_out as u64);
@@ -152,8 +195,15 @@ impl Metrics {
         self.tunnels_open.dec();
     }
 
-    pub fn static_hit(&self, encoding: &str) {
-        self.static_hits.with_label_values(&[encoding]).inc();
+    pub fn static_hit(&self, encoding: Encoding) {
+        let slot = match encoding {
+            Encoding::Identity => 0,
+            Encoding::Gzip => 1,
+            Encoding::Brotli => 2,
+        };
+        self.per_request.static_hits[slot]
+            .get_or_init(|| self.static_hits.with_label_values(&[encoding.token()]))
+            .inc();
     }
 
     pub fn set_upstream_health(&self, worker: usize, healthy: bool) {
@@ -250,7 +300,7 @@ mod tests {
         let m = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
         m.observe(Route::Static, 200, 0.001, 0, 10);
         m.upstream_error("connect");
-        m.static_hit("br");
+        m.static_hit(Encoding::Brotli);
         m.set_upstream_health(0, true);
         m.tunnel_opened();
         let text = String::from_utf8(m.render()).unwrap_or_default();
@@ -266,5 +316,29 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
+    }
+
+    #[test]
+    fn cached_series_count_like_labelled_ones_and_unused_ones_stay_unlisted() {
+        let m = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..3 {
+            m.observe(Route::Api, 503, 0.001, 0, 0);
+        }
+        m.observe(Route::Metrics, 200, 0.001, 0, 0);
+        m.observe(Route::Healthz, 200, 0.001, 0, 0);
+        m.observe(Route::Realtime, 0, 0.001, 0, 0);
+        m.observe(Route::Static, 999, 0.001, 0, 0);
+        let text = String::from_utf8(m.render()).unwrap_or_default();
+        for line in [
+            "btp_gateway_requests_total{route=\"api\",status=\"503\"} 3",
+            "btp_gateway_requests_total{route=\"admin\",status=\"200\"} 2",
+            "btp_gateway_requests_total{route=\"realtime\",status=\"none\"} 1",
+            "btp_gateway_requests_total{route=\"static\",status=\"999\"} 1",
+            "btp_gateway_request_duration_seconds_count{route=\"admin\"} 2",
+            "btp_gateway_request_duration_seconds_count{route=\"api\"} 3",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("route=\"config\""), "{text}");
     }
 }

@@ -124,20 +124,14 @@ impl Gateway {
         let req = session.req_header();
         let answer = ctx.snap.store.serve(assets::Request {
             method: &req.method,
+            tls: ctx.tls,
             path: clean,
             accept: header_str(session, "accept"),
             accept_encoding: header_str(session, "accept-encoding"),
             if_none_match: header_str(session, "if-none-match"),
-        });
+        })?;
         ctx.encoding = answer.encoding;
-        let mut header = respond::header(answer.status, ctx.tls)?;
-        for (name, value) in answer.headers {
-            header.insert_header(name, value)?;
-        }
-        Ok(Reply {
-            header,
-            body: answer.body,
-        })
+        Ok(answer.reply)
     }
 
     fn client_config(&self, ctx: &Ctx) -> Result<Reply> {
@@ -189,6 +183,17 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// A request Pingora could not parse gets the gateway's own 400, security headers and
+    /// JSON shape included (a patched hook, see gateway/patches/README.md).
+    fn invalid_request_response(
+        &self,
+        session: &pingora::protocols::http::ServerSession,
+    ) -> Option<(pingora::http::ResponseHeader, Bytes)> {
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let reply = respond::error(400, "bad_request", "malformed request", tls).ok()?;
+        Some((reply.header, reply.body))
+    }
+
     /// No downstream modules: Pingora's default is a (disabled) compression module that
     /// would still run on every response, and static variants are precompressed anyway.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
@@ -206,6 +211,21 @@ impl ProxyHttp for Gateway {
             Some(id) if trusted && acceptable_request_id(id) => id.to_string(),
             _ => new_request_id(),
         };
+
+        // Pingora would refuse CONNECT with its own bare 405; it lets it through to here
+        // (`allow_connect_method_proxying`) so that the refusal has the usual shape.
+        if session.req_header().method == Method::CONNECT {
+            session.set_keepalive(None);
+            return self
+                .error(
+                    session,
+                    ctx,
+                    405,
+                    "method_not_allowed",
+                    "CONNECT is not proxied",
+                )
+                .await;
+        }
 
         if !ctx.tls && ctx.snap.settings.redirect_http {
             if let Some(reply) = self.redirect(session, ctx)? {
@@ -470,7 +490,7 @@ impl ProxyHttp for Gateway {
         );
         if let Some(enc) = ctx.encoding {
             if status == 200 || status == 304 {
-                self.metrics.static_hit(enc.token());
+                self.metrics.static_hit(enc);
             }
         }
         if ctx.tunnel_open {

@@ -36,6 +36,22 @@ pub enum Route {
 }
 
 impl Route {
+    pub const ALL: [Route; 8] = [
+        Route::Realtime,
+        Route::Api,
+        Route::ClientConfig,
+        Route::Static,
+        Route::Metrics,
+        Route::Healthz,
+        Route::Readyz,
+        Route::AdminNotFound,
+    ];
+
+    /// The position of this class in [`Route::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The metric label of this class.
     pub fn label(self) -> &'static str {
         match self {
@@ -90,6 +106,13 @@ fn under(path: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_lists_every_class_at_its_index() {
+        for (i, route) in Route::ALL.into_iter().enumerate() {
+            assert_eq!(route.index(), i, "{route:?}");
+        }
+    }
 
     #[test]
     fn every_path_goes_to_exactly_the_documented_place() {
