@@ -295,46 +295,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let peer = peer_ip(session);
-        let trusted = peer.is_some_and(|ip| ctx.snap.settings.is_trusted(ip));
-        let incoming = |name: &str| {
-            trusted
-                .then(|| header_str(session, name).map(str::to_string))
-                .flatten()
+        let client = crate::forward::Client {
+            peer,
+            trusted: peer.is_some_and(|ip| ctx.snap.settings.is_trusted(ip)),
+            tls: ctx.tls,
         };
-        let xff = incoming("x-forwarded-for");
-        let xfp = incoming("x-forwarded-proto");
-        let xfh = incoming("x-forwarded-host");
-
-        // Anything forwarding-related from an untrusted peer is a client claiming to be
-        // a proxy; drop it all, not only the three headers set below.
-        let forwarded: Vec<String> = upstream
-            .headers
-            .keys()
-            .map(|k| k.as_str().to_string())
-            .filter(|k| k.starts_with("x-forwarded-") || k == "forwarded" || k == "x-real-ip")
-            .collect();
-        for name in forwarded {
-            upstream.remove_header(&name);
-        }
-
-        let peer_text = peer
-            .map(|ip| ip.to_string())
-            .unwrap_or_else(|| "unknown".into());
-        let xff = match xff {
-            Some(chain) => format!("{chain}, {peer_text}"),
-            None => peer_text,
-        };
-        let proto = xfp.unwrap_or_else(|| if ctx.tls { "https" } else { "http" }.to_string());
-        let host = xfh
-            .or_else(|| header_str(session, "host").map(str::to_string))
-            .or_else(|| session.req_header().uri.authority().map(|a| a.to_string()));
-        upstream.insert_header("x-forwarded-for", xff)?;
-        upstream.insert_header("x-forwarded-proto", proto)?;
-        if let Some(host) = host {
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
+        crate::forward::apply(upstream, client, &ctx.request_id)
     }
 
     async fn request_body_filter(
