@@ -17,13 +17,15 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::http_req_header_to_wire;
-use pingora::protocols::Stream;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{Stream, IO};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -306,12 +308,13 @@ impl Tunnels {
     /// logged once, at the end, with its lifetime as its duration.
     async fn relay(&self, open: Open, idle: Duration) {
         let Open {
-            mut client,
+            client,
             mut worker,
             mut ex,
             early_in,
             early_out,
         } = open;
+        let mut client = unbuffered(client);
         self.metrics.tunnel_opened();
         ex.start = Instant::now();
         let (moved, end) = relay::relay(&mut *client, &mut worker, idle).await;
@@ -466,6 +469,28 @@ impl fmt::Display for Failure {
             Failure::Malformed => f.write_str("malformed response head from the api worker"),
         }
     }
+}
+
+/// The client's socket without Pingora's write buffer (1,460 bytes per connection, kept
+/// for the HTTP path, where it saves a send per response): a plain TCP connection is
+/// re-wrapped in an unbuffered stream over a duplicate of its descriptor, and the buffered
+/// one dropped. The caller flushed it; TLS streams (state in the stream) stay as they are.
+fn unbuffered(client: Stream) -> Stream {
+    let io: &dyn IO = &*client;
+    let Some(l4) = io.as_any().downcast_ref::<L4Stream>() else {
+        return client;
+    };
+    // SAFETY: the descriptor belongs to `client`, alive for this whole borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) };
+    let Ok(tcp) = fd
+        .try_clone_to_owned()
+        .map(std::net::TcpStream::from)
+        .and_then(tokio::net::TcpStream::from_std)
+    else {
+        return client;
+    };
+    drop(client);
+    Box::new(L4Stream::from(tcp))
 }
 
 /// Read the worker's response head within `timeout`: the head, and the bytes after it.
