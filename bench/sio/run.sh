@@ -16,6 +16,7 @@
 #
 # Usage: bench/sio/run.sh                 (from anywhere; prints a markdown table)
 # Env:   CLIENTS="1000 9000" ROUNDS=20 CONCURRENCY=128 SKIP_BUILD=1 SERVERS="btp btp-direct node"
+#        CARGO_TARGET_DIR (where cargo builds), BTP=path/to/btp (measure that binary instead)
 # Needs: cargo, node >= 20, npm, curl, python3. Writes bench/out/sio.md as well.
 set -euo pipefail
 
@@ -26,8 +27,9 @@ CONCURRENCY="${CONCURRENCY:-128}"
 SERVERS="${SERVERS:-btp btp-direct node}"
 PING_INTERVAL_MS=25000
 PING_TIMEOUT_MS=60000
-BTP="$ROOT/target/release/btp"
-BENCH="$ROOT/target/release/btp-bench-sio"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BTP="${BTP:-$TARGET/release/btp}"
+BENCH="${BENCH:-$TARGET/release/btp-bench-sio}"
 BASELINE="$ROOT/bench/sio/node-baseline"
 
 for tool in cargo node npm curl python3; do

@@ -1,25 +1,31 @@
 //! The BTP edge gateway on Pingora: one public port that serves the web app from memory,
-//! `/config.json`, and proxies `/api/` and `/socket.io/` (WebSocket upgrades unbuffered)
-//! to the API workers; an admin port for metrics and probes.
+//! `/config.json`, and proxies `/api/` and `/socket.io/` (WebSocket upgrades as plain
+//! byte tunnels) to the API workers; an admin port for metrics and probes.
 //!
 //! The modules follow a request: [`config`] (what is derived from `config.toml`),
 //! [`listener`] (connection layer: header deadline), [`path`] and [`route`] (what was asked
 //! and who answers), [`assets`] (static files), [`upstream`] (API workers and their
-//! health), [`proxy`] (the Pingora phases tying them together), [`respond`] (responses
-//! the gateway writes itself), [`tls`] and [`metrics`]. Operations: [`reload`] (live
-//! settings, SIGHUP/SIGUSR2) and [`supervisor`] (the API workers of `btp up`).
+//! health), [`proxy`] (the Pingora phases tying them together), [`tunnel`] and [`relay`]
+//! (WebSocket upgrades, outside Pingora's HTTP session), [`forward`] (the forwarding
+//! headers both paths send), [`respond`] (responses the gateway writes itself), [`tls`]
+//! and [`metrics`]. Operations: [`reload`] (live settings, SIGHUP/SIGUSR2) and
+//! [`supervisor`] (the API workers of `btp up`).
 
+pub mod access;
 pub mod assets;
 pub mod config;
+pub mod forward;
 pub mod listener;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
+pub mod relay;
 pub mod reload;
 pub mod respond;
 pub mod route;
 pub mod supervisor;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -27,6 +33,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -39,6 +46,7 @@ use crate::metrics::{Admin, Metrics};
 use crate::proxy::Gateway;
 use crate::reload::{Reloader, Signals};
 use crate::supervisor::{Launcher, Supervisor};
+use crate::tunnel::Tunnels;
 use crate::upstream::{HealthCheck, Pool};
 
 /// How `btp` starts the gateway.
@@ -121,12 +129,21 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
     // Not to proxy it: so that the gateway answers CONNECT itself, with its headers.
     options.allow_connect_method_proxying = true;
     proxy.server_options = Some(options);
-    let edge = Edge {
-        app: Arc::new(proxy),
-        live: live.clone(),
+    let tunnels = Tunnels {
+        pool: pool.clone(),
+        metrics: metrics.clone(),
     };
+    let edge = Edge::new(Arc::new(proxy), live.clone(), tunnels);
     let mut public = Service::new("btp public".to_string(), edge);
-    public.add_tcp(&settings.listen.to_string());
+    // No L4 read buffer (Pingora's default is 64 KiB per connection, held for the
+    // connection's life): the HTTP/1 parser reads into its own buffer, and WebSocket
+    // tunnels read into one per-thread scratch buffer. Writes stay buffered (1,460 bytes):
+    // without, a response head and body are two sends, and static files lost a third of
+    // their throughput (wrk, bench/README.md).
+    public.add_listener(
+        ListenerConfig::tcp(settings.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(0)),
+    );
     if let (Some(addr), Some(tls)) = (settings.tls_listen, tls) {
         public.add_tls_with_settings(&addr.to_string(), None, tls);
     }

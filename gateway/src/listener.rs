@@ -8,6 +8,10 @@
 //! it re-arms on the first byte of the next request, so an idle keep-alive connection is
 //! governed by the keep-alive timeout and a slow one by this deadline. HTTP/2 connections
 //! are passed through untouched: their streams are multiplexed, and h2 has its own limits.
+//!
+//! The first request head of an HTTP/1 connection is read here, under the same deadline:
+//! a WebSocket upgrade goes to the lightweight tunnel path ([`crate::tunnel`]); everything
+//! else goes to Pingora with the bytes read replayed in front of the stream.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +30,12 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN, IO,
 };
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
+
+use crate::config::Settings;
+use crate::tunnel::{parse_head, Head, Tunnels, MAX_HEAD};
 
 // The shared state is `generation << 2 | mode`: every arm/disarm starts a new generation,
 // so a deadline left from an earlier request can never apply to a later one, even when
@@ -39,11 +47,59 @@ const ARMED_NOW: u64 = 1;
 /// The timer starts with the next byte read (a kept-alive connection between requests).
 const ARMED_ON_DATA: u64 = 2;
 
-/// Wraps a Pingora application with the header deadline.
+/// Wraps a Pingora application with the header deadline and the tunnel path.
 pub struct Edge<A> {
-    pub app: Arc<A>,
+    app: Arc<A>,
     /// `header_timeout` is read per connection from the live settings (reloadable).
-    pub live: crate::reload::Live,
+    live: crate::reload::Live,
+    tunnels: Tunnels,
+    /// Set when the keep-alive drain is over: a first request head still being read then
+    /// goes to Pingora, which drops it as it drops every idle connection.
+    closing: watch::Sender<bool>,
+}
+
+impl<A> Edge<A> {
+    pub fn new(app: Arc<A>, live: crate::reload::Live, tunnels: Tunnels) -> Edge<A> {
+        Edge {
+            app,
+            live,
+            tunnels,
+            closing: watch::Sender::new(false),
+        }
+    }
+
+    /// Read the connection's first request head (or what arrives of it before the deadline,
+    /// the end of the stream, the size cap or the drain) and say what it is.
+    async fn first_head(
+        &self,
+        io: &mut HeaderDeadline,
+        settings: &Settings,
+        tls: bool,
+    ) -> (Head, Vec<u8>) {
+        let mut closing = self.closing.subscribe();
+        let mut buf = Vec::new();
+        // Bounded: every round adds at least one byte, and the head at most MAX_HEAD.
+        for _ in 0..=MAX_HEAD {
+            let filled = buf.len();
+            let room = (filled * 2).clamp(2048, MAX_HEAD) - filled;
+            buf.resize(filled + room, 0);
+            let read = tokio::select! {
+                biased;
+                read = io.read(&mut buf[filled..]) => read,
+                _ = closing.wait_for(|closing| *closing) => Ok(0),
+            };
+            let n = read.unwrap_or(0);
+            buf.truncate(filled + n);
+            if n == 0 {
+                break;
+            }
+            match parse_head(&buf, settings, tls) {
+                Head::Partial => continue,
+                head => return (head, buf),
+            }
+        }
+        (Head::Other, buf)
+    }
 }
 
 #[async_trait]
@@ -52,13 +108,23 @@ where
     A: ServerApp + Send + Sync + 'static,
 {
     async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let io: Stream = if io.selected_alpn_proto() == Some(ALPN::H2) {
-            io
-        } else {
-            let timeout = self.live.load().settings.header_timeout;
-            Box::new(HeaderDeadline::new(io, timeout))
-        };
-        self.app.process_new(io, shutdown).await
+        if io.selected_alpn_proto() == Some(ALPN::H2) {
+            return self.app.process_new(io, shutdown).await;
+        }
+        let snap = self.live.load_full();
+        let tls = io.get_ssl_digest().is_some();
+        let mut io = HeaderDeadline::new(io, snap.settings.header_timeout);
+        let (head, read) = self.first_head(&mut io, &snap.settings, tls).await;
+        if let Head::Upgrade(upgrade) = head {
+            // A task of its own: this connection's Pingora task (≈ 9 KiB with its TLS
+            // handshake state) ends now instead of living as long as the tunnel.
+            let tunnels = self.tunnels.clone();
+            tokio::spawn(tunnels.serve(io.into_inner(), upgrade, read, snap));
+            return None;
+        }
+        // Pingora reads the head again from the start, under the same running deadline.
+        io.replay = read;
+        self.app.process_new(Box::new(io), shutdown).await
     }
 
     /// Called once the listeners stopped accepting (shutdown or graceful upgrade). Pingora
@@ -68,6 +134,7 @@ where
     /// process, in an upgrade) instead of seeing a reset.
     async fn cleanup(&self) {
         tokio::time::sleep(KEEPALIVE_DRAIN).await;
+        self.closing.send_replace(true);
         self.app.cleanup().await
     }
 }
@@ -86,6 +153,9 @@ pub struct HeaderDeadline {
     generation: u64,
     deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Bytes already read from `inner` by the edge, handed out again before `inner` is
+    /// read; freed once handed out.
+    replay: Vec<u8>,
 }
 
 impl HeaderDeadline {
@@ -97,7 +167,27 @@ impl HeaderDeadline {
             generation: 0,
             deadline: None,
             timer: None,
+            replay: Vec::new(),
         }
+    }
+
+    /// The connection without the deadline (an upgrade leaves the HTTP layer for good).
+    fn into_inner(self) -> Stream {
+        self.inner
+    }
+
+    /// Hand out replayed bytes into `buf`; false when there are none.
+    fn poll_replay(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        if self.replay.is_empty() {
+            return false;
+        }
+        let n = self.replay.len().min(buf.remaining());
+        buf.put_slice(&self.replay[..n]);
+        self.replay.drain(..n);
+        if self.replay.is_empty() {
+            self.replay = Vec::new();
+        }
+        true
     }
 }
 
@@ -138,6 +228,10 @@ impl AsyncRead for HeaderDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        // Replayed bytes were received in time already.
+        if this.poll_replay(buf) {
+            return Poll::Ready(Ok(()));
+        }
         let state = this.state.load(Ordering::Relaxed);
         let (generation, mode) = (state >> 2, state & MODE_MASK);
         if generation != this.generation {
@@ -272,6 +366,17 @@ impl GetSocketDigest for HeaderDeadline {
 #[async_trait]
 impl Peek for HeaderDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        if !self.replay.is_empty() {
+            // Peek at what will be read first; too short a replay is "cannot peek".
+            let n = buf.len();
+            return Ok(match self.replay.get(..n) {
+                Some(head) => {
+                    buf.copy_from_slice(head);
+                    true
+                }
+                None => false,
+            });
+        }
         self.inner.try_peek(buf).await
     }
 }

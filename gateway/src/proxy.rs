@@ -25,7 +25,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access::Finished;
 use crate::assets;
+use crate::forward;
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::path;
@@ -57,20 +59,6 @@ pub struct Ctx {
     tunnel_open: bool,
     body_bytes: u64,
     encoding: Option<assets::Encoding>,
-}
-
-fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
-
-/// An incoming request id is only kept from a trusted proxy, and only if it is a short
-/// token that cannot smuggle anything into logs or headers.
-fn acceptable_request_id(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 128
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 fn peer_ip(session: &Session) -> Option<IpAddr> {
@@ -207,10 +195,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let trusted = peer_ip(session).is_some_and(|ip| ctx.snap.settings.is_trusted(ip));
-        ctx.request_id = match header_str(session, "x-request-id") {
-            Some(id) if trusted && acceptable_request_id(id) => id.to_string(),
-            _ => new_request_id(),
-        };
+        ctx.request_id = forward::request_id(header_str(session, "x-request-id"), trusted);
 
         // Pingora would refuse CONNECT with its own bare 405; it lets it through to here
         // (`allow_connect_method_proxying`) so that the refusal has the usual shape.
@@ -315,46 +300,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let peer = peer_ip(session);
-        let trusted = peer.is_some_and(|ip| ctx.snap.settings.is_trusted(ip));
-        let incoming = |name: &str| {
-            trusted
-                .then(|| header_str(session, name).map(str::to_string))
-                .flatten()
+        let client = forward::Client {
+            peer,
+            trusted: peer.is_some_and(|ip| ctx.snap.settings.is_trusted(ip)),
+            tls: ctx.tls,
         };
-        let xff = incoming("x-forwarded-for");
-        let xfp = incoming("x-forwarded-proto");
-        let xfh = incoming("x-forwarded-host");
-
-        // Anything forwarding-related from an untrusted peer is a client claiming to be
-        // a proxy; drop it all, not only the three headers set below.
-        let forwarded: Vec<String> = upstream
-            .headers
-            .keys()
-            .map(|k| k.as_str().to_string())
-            .filter(|k| k.starts_with("x-forwarded-") || k == "forwarded" || k == "x-real-ip")
-            .collect();
-        for name in forwarded {
-            upstream.remove_header(&name);
-        }
-
-        let peer_text = peer
-            .map(|ip| ip.to_string())
-            .unwrap_or_else(|| "unknown".into());
-        let xff = match xff {
-            Some(chain) => format!("{chain}, {peer_text}"),
-            None => peer_text,
-        };
-        let proto = xfp.unwrap_or_else(|| if ctx.tls { "https" } else { "http" }.to_string());
-        let host = xfh
-            .or_else(|| header_str(session, "host").map(str::to_string))
-            .or_else(|| session.req_header().uri.authority().map(|a| a.to_string()));
-        upstream.insert_header("x-forwarded-for", xff)?;
-        upstream.insert_header("x-forwarded-proto", proto)?;
-        if let Some(host) = host {
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
+        forward::apply(upstream, client, &ctx.request_id)
     }
 
     async fn request_body_filter(
@@ -478,16 +429,22 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .or(ctx.status)
             .unwrap_or(0);
-        let elapsed = ctx.start.elapsed();
-        let bytes_in = session.body_bytes_read();
-        let bytes_out = session.body_bytes_sent();
-        self.metrics.observe(
-            ctx.route,
+        let req = session.req_header();
+        Finished {
+            method: &req.method,
+            path: req.uri.path(),
             status,
-            elapsed.as_secs_f64(),
-            bytes_in,
-            bytes_out,
-        );
+            route: ctx.route,
+            elapsed: ctx.start.elapsed(),
+            bytes_in: session.body_bytes_read(),
+            bytes_out: session.body_bytes_sent(),
+            client: peer_ip(session),
+            worker: ctx.worker,
+            request_id: &ctx.request_id,
+            tls: ctx.tls,
+            error: e.map(|e| e as &dyn std::fmt::Display),
+        }
+        .record(&self.metrics);
         if let Some(enc) = ctx.encoding {
             if status == 200 || status == 304 {
                 self.metrics.static_hit(enc);
@@ -497,22 +454,6 @@ impl ProxyHttp for Gateway {
             ctx.tunnel_open = false;
             self.metrics.tunnel_closed();
         }
-        let req = session.req_header();
-        tracing::info!(
-            target: "access",
-            method = %req.method,
-            path = %req.uri.path(),
-            status,
-            route = ctx.route.label(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            bytes_in,
-            bytes_out,
-            client = %peer_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
-            worker = ctx.worker.map(|w| w as i64).unwrap_or(-1),
-            request_id = %ctx.request_id,
-            tls = ctx.tls,
-            error = %e.map(|e| e.to_string()).unwrap_or_default(),
-        );
         listener::rearm(session.stream());
     }
 }

@@ -1,0 +1,694 @@
+//! WebSocket upgrades on the public port, outside Pingora's HTTP session.
+//!
+//! A Pingora HTTP/1 proxy session kept alive for a tunnel's whole life costs ≈ 73 KiB per
+//! connection (buffers, the boxed proxy future, pipes, timers; bench/README.md), and every
+//! frame goes through its per-chunk pipeline. Realtime clients hold a WebSocket open for
+//! hours, so [`crate::listener::Edge`] reads the first request head of each HTTP/1
+//! connection itself and, when [`parse_head`] finds a WebSocket upgrade on the realtime
+//! route that the gateway would only proxy, hands the connection to [`Tunnels::serve`]:
+//! pick the worker as the proxy does, forward the head with the same forwarding headers
+//! ([`crate::forward`]), relay the worker's answer with the gateway's headers, then, on a
+//! `101`, relay bytes ([`crate::relay`]) under the heartbeat-derived idle limit. Anything
+//! else (another route or method, a body, a redirect to HTTPS, a malformed head) goes to
+//! Pingora unchanged.
+//!
+//! Graceful shutdown treats a tunnel as Pingora treats an upgraded session: it is left to
+//! end by itself (the API workers close their sockets in order) until the process exits.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::v1::client::http_req_header_to_wire;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{Stream, IO};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::access::Finished;
+use crate::config::Settings;
+use crate::forward;
+use crate::metrics::Metrics;
+use crate::path;
+use crate::relay::{self, End};
+use crate::reload::Snapshot;
+use crate::respond;
+use crate::route::{classify, Listener, Route};
+use crate::upstream::{sticky_worker, Pool};
+
+/// The largest request or response head the tunnel path reads (Pingora's own limit is
+/// larger; a head this big is handed to Pingora, never cut).
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// More headers than this is not a browser's upgrade: Pingora's.
+const MAX_HEADERS: usize = 64;
+
+/// What the first bytes of a connection are.
+pub enum Head {
+    /// Not a whole head yet: read more.
+    Partial,
+    /// A WebSocket upgrade for the tunnel path (boxed: it is rare next to `Partial`).
+    Upgrade(Box<Upgrade>),
+    /// Anything else: Pingora's.
+    Other,
+}
+
+/// A parsed WebSocket upgrade request.
+pub struct Upgrade {
+    request: RequestHeader,
+    /// Length of the head; bytes after it were sent ahead by the client.
+    len: usize,
+}
+
+/// Decide what the first `bytes` of a connection are (pure).
+pub fn parse_head(bytes: &[u8], settings: &Settings, tls: bool) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => match upgrade(&req, len, settings, tls) {
+            Some(upgrade) => Head::Upgrade(Box::new(upgrade)),
+            None => Head::Other,
+        },
+        Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => Head::Partial,
+        _ => Head::Other,
+    }
+}
+
+fn upgrade(req: &httparse::Request, len: usize, settings: &Settings, tls: bool) -> Option<Upgrade> {
+    if req.method != Some("GET") || req.version != Some(1) {
+        return None;
+    }
+    let target = req.path?;
+    let raw_path = target.split_once('?').map_or(target, |(p, _)| p);
+    let clean = path::decode(raw_path).ok()?;
+    if classify(Listener::Public, clean.as_str()) != Route::Realtime {
+        return None;
+    }
+    let (mut websocket, mut connection_upgrade, mut host) = (false, false, None);
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).ok()?;
+        let name = h.name;
+        if name.eq_ignore_ascii_case("upgrade") {
+            websocket |= has_token(value, "websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection_upgrade |= has_token(value, "upgrade");
+        } else if name.eq_ignore_ascii_case("host") {
+            // Two hosts is ambiguous; Pingora decides what that is.
+            if host.replace(value).is_some() {
+                return None;
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || (name.eq_ignore_ascii_case("content-length") && value.trim() != "0")
+        {
+            return None;
+        }
+    }
+    if !(websocket && connection_upgrade) {
+        return None;
+    }
+    // The proxy answers this one with its redirect.
+    if !tls
+        && settings.redirect_http
+        && settings
+            .https_location(host.unwrap_or_default(), target)
+            .is_some()
+    {
+        return None;
+    }
+    let mut request =
+        RequestHeader::build("GET", target.as_bytes(), Some(req.headers.len())).ok()?;
+    for h in req.headers.iter() {
+        request.append_header(h.name.to_string(), h.value).ok()?;
+    }
+    Some(Upgrade { request, len })
+}
+
+fn has_token(list: &str, token: &str) -> bool {
+    list.split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// What the tunnel path shares with the proxy: the worker pool and the metrics.
+#[derive(Clone)]
+pub struct Tunnels {
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// One upgrade request in flight, for its access-log line.
+struct Exchange {
+    start: Instant,
+    path: String,
+    client: forward::Client,
+    request_id: String,
+    worker: Option<usize>,
+}
+
+/// Why no worker answered.
+enum Refused {
+    NoneHealthy,
+    Unreachable,
+}
+
+/// A tunnel whose `101` the client has: the two sides and what the access log needs.
+struct Open {
+    client: Stream,
+    worker: TcpStream,
+    ex: Exchange,
+    /// Bytes already relayed during the handshake (sent ahead by either side).
+    early_in: u64,
+    early_out: u64,
+}
+
+impl Tunnels {
+    /// Serve `upgrade`, read from `client` as the first `read` bytes, to its end (the
+    /// worker's answer relayed, or the tunnel closed). Meant to run as a task of its own,
+    /// so the connection's Pingora task is not kept for the tunnel's life.
+    pub async fn serve(
+        self,
+        client: Stream,
+        upgrade: Box<Upgrade>,
+        read: Vec<u8>,
+        snap: Arc<Snapshot>,
+    ) {
+        // The handshake's state (heads, parsers, timers) is boxed so that it is freed when
+        // the handshake ends: the task keeps only what the relay needs for hours.
+        let open = Box::pin(self.open(client, upgrade, read, &snap.settings)).await;
+        if let Some(open) = open {
+            self.relay(open, snap.settings.tunnel_idle_timeout).await;
+        }
+    }
+
+    /// Route the upgrade to a worker and relay its answer; `Some` when it was a `101`.
+    async fn open(
+        &self,
+        mut client: Stream,
+        upgrade: Box<Upgrade>,
+        read: Vec<u8>,
+        s: &Settings,
+    ) -> Option<Open> {
+        let peer = client
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let trusted = peer.is_some_and(|ip| s.is_trusted(ip));
+        let Upgrade { mut request, len } = *upgrade;
+        let incoming_id = request
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok());
+        let mut ex = Exchange {
+            start: Instant::now(),
+            path: request.uri.path().to_string(),
+            client: forward::Client {
+                peer,
+                trusted,
+                tls: client.get_ssl_digest().is_some(),
+            },
+            request_id: forward::request_id(incoming_id, trusted),
+            worker: None,
+        };
+
+        let sticky = sticky_worker(request.uri.query(), self.pool.len());
+        let mut worker = match self.connect(sticky, s.connect_timeout).await {
+            Ok((index, stream)) => {
+                ex.worker = Some(index);
+                stream
+            }
+            Err(refused) => {
+                let message = match refused {
+                    Refused::NoneHealthy => "no healthy api worker",
+                    Refused::Unreachable => "no api worker could be reached",
+                };
+                let status = self
+                    .error(&mut client, &ex, 503, "upstream_unavailable", message)
+                    .await;
+                self.record(&ex, status, 0, 0, Some(&message));
+                return None;
+            }
+        };
+
+        let Some(head) = forward::apply(&mut request, ex.client, &ex.request_id)
+            .ok()
+            .and_then(|()| http_req_header_to_wire(&request))
+        else {
+            let status = self
+                .error(&mut client, &ex, 400, "bad_request", "malformed request")
+                .await;
+            self.record(&ex, status, 0, 0, Some(&"unforwardable request head"));
+            return None;
+        };
+        // What the client sent after its head (if anything) follows it, in order.
+        let early = read.get(len..).unwrap_or_default();
+        let early_in = early.len() as u64;
+        let sent = async {
+            worker.write_all(&head).await?;
+            worker.write_all(early).await
+        };
+        let response = match sent.await {
+            Ok(()) => read_response(&mut worker, s.api_read_timeout).await,
+            Err(e) => Err(Failure::Io(e)),
+        };
+        let (mut response, after) = match response {
+            Ok(parts) => parts,
+            Err(failure) => {
+                let (code, message) = failure.answer();
+                self.metrics.upstream_error(failure.kind());
+                let status = self
+                    .error(&mut client, &ex, failure.status(), code, message)
+                    .await;
+                self.record(&ex, status, early_in, 0, Some(&failure));
+                return None;
+            }
+        };
+
+        let status = response.status.as_u16();
+        let ready = respond::secure(&mut response, ex.client.tls)
+            .and_then(|()| response.insert_header("x-request-id", ex.request_id.as_str()));
+        if status != 101 {
+            let sent = match ready.and_then(|()| response.insert_header("connection", "close")) {
+                Ok(()) => {
+                    relay_answer(
+                        &mut client,
+                        &mut worker,
+                        &response,
+                        &after,
+                        s.api_read_timeout,
+                    )
+                    .await
+                }
+                Err(_) => Err(io_error("unrepresentable response head")),
+            };
+            match sent {
+                Ok(out) => self.record(&ex, status, early_in, out, None),
+                Err(e) => self.record(&ex, status, early_in, 0, Some(&e)),
+            }
+            return None;
+        }
+        let opened = match ready {
+            Ok(()) => write_head(&mut client, &response, &after).await,
+            Err(_) => Err(io_error("unrepresentable response head")),
+        };
+        if let Err(e) = opened {
+            self.record(&ex, 101, early_in, 0, Some(&e));
+            return None;
+        }
+        Some(Open {
+            client,
+            worker,
+            ex,
+            early_in,
+            early_out: after.len() as u64,
+        })
+    }
+
+    /// Relay an open tunnel to its end; counted in the tunnel gauge while it lasts, and
+    /// logged once, at the end, with its lifetime as its duration.
+    async fn relay(&self, open: Open, idle: Duration) {
+        let Open {
+            client,
+            mut worker,
+            mut ex,
+            early_in,
+            early_out,
+        } = open;
+        let mut client = unbuffered(client);
+        self.metrics.tunnel_opened();
+        ex.start = Instant::now();
+        let (moved, end) = relay::relay(&mut *client, &mut worker, idle).await;
+        self.metrics.tunnel_closed();
+        let error = match end {
+            End::Closed => None,
+            End::Idle => Some(io_error("tunnel idle timeout")),
+            End::Failed(e) => Some(e),
+        };
+        self.record(
+            &ex,
+            101,
+            early_in + moved.client_to_worker,
+            early_out + moved.worker_to_client,
+            error.as_ref().map(|e| e as _),
+        );
+    }
+
+    /// Connect to the worker for `sticky` (or the next healthy one); a worker that refuses
+    /// is marked unhealthy and the next one tried, once, as `fail_to_connect` does.
+    async fn connect(
+        &self,
+        sticky: Option<usize>,
+        timeout: Duration,
+    ) -> Result<(usize, TcpStream), Refused> {
+        let mut refused = Refused::NoneHealthy;
+        for _attempt in 0..2 {
+            let Some((index, addr)) = self.pool.pick(sticky) else {
+                break;
+            };
+            let error = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    // Frames are small and latency-bound.
+                    let _ = stream.set_nodelay(true);
+                    return Ok((index, stream));
+                }
+                Ok(Err(e)) => e,
+                Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+            };
+            self.metrics.upstream_error("connect");
+            self.pool.set_healthy(index, false);
+            self.metrics.set_upstream_health(index, false);
+            tracing::warn!(worker = index, error = %error, "api worker unreachable");
+            refused = Refused::Unreachable;
+        }
+        Err(refused)
+    }
+
+    /// Answer with the gateway's JSON error and close; the status actually written.
+    async fn error(
+        &self,
+        client: &mut Stream,
+        ex: &Exchange,
+        status: u16,
+        code: &str,
+        message: &str,
+    ) -> u16 {
+        let written = async {
+            let mut reply = respond::error(status, code, message, ex.client.tls)
+                .map_err(|_| io_error("error reply"))?;
+            reply
+                .header
+                .insert_header("x-request-id", ex.request_id.as_str())
+                .and_then(|()| reply.header.insert_header("connection", "close"))
+                .map_err(|_| io_error("error reply"))?;
+            write_head(client, &reply.header, &reply.body).await?;
+            client.shutdown().await
+        };
+        match written.await {
+            Ok(()) => status,
+            Err(_) => 0,
+        }
+    }
+
+    /// The request metrics and the access-log line, as the proxy's `logging` writes them.
+    fn record(
+        &self,
+        ex: &Exchange,
+        status: u16,
+        bytes_in: u64,
+        bytes_out: u64,
+        error: Option<&dyn fmt::Display>,
+    ) {
+        Finished {
+            method: &"GET",
+            path: &ex.path,
+            status,
+            route: Route::Realtime,
+            elapsed: ex.start.elapsed(),
+            bytes_in: bytes_in as usize,
+            bytes_out: bytes_out as usize,
+            client: ex.client.peer,
+            worker: ex.worker,
+            request_id: &ex.request_id,
+            tls: ex.client.tls,
+            error,
+        }
+        .record(&self.metrics);
+    }
+}
+
+fn io_error(message: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// Why the worker's answer could not be read.
+#[derive(Debug)]
+enum Failure {
+    Timeout,
+    Io(io::Error),
+    Malformed,
+}
+
+impl Failure {
+    fn status(&self) -> u16 {
+        match self {
+            Failure::Timeout => 504,
+            _ => 502,
+        }
+    }
+
+    /// The metrics `kind`, as the proxy's `fail_to_proxy` counts it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            _ => "protocol",
+        }
+    }
+
+    fn answer(&self) -> (&'static str, &'static str) {
+        match self {
+            Failure::Timeout => ("upstream_timeout", "the api worker did not answer in time"),
+            _ => ("bad_gateway", "the api worker failed to answer"),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Timeout => f.write_str("api worker response head timed out"),
+            Failure::Io(e) => write!(f, "reading the api worker's response: {e}"),
+            Failure::Malformed => f.write_str("malformed response head from the api worker"),
+        }
+    }
+}
+
+/// The client's socket without Pingora's write buffer (1,460 bytes per connection, kept
+/// for the HTTP path, where it saves a send per response): a plain TCP connection is
+/// re-wrapped in an unbuffered stream over a duplicate of its descriptor, and the buffered
+/// one dropped. The caller flushed it; TLS streams (state in the stream) stay as they are.
+fn unbuffered(client: Stream) -> Stream {
+    let io: &dyn IO = &*client;
+    let Some(l4) = io.as_any().downcast_ref::<L4Stream>() else {
+        return client;
+    };
+    // SAFETY: the descriptor belongs to `client`, alive for this whole borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) };
+    let Ok(tcp) = fd
+        .try_clone_to_owned()
+        .map(std::net::TcpStream::from)
+        .and_then(tokio::net::TcpStream::from_std)
+    else {
+        return client;
+    };
+    drop(client);
+    Box::new(L4Stream::from(tcp))
+}
+
+/// Read the worker's response head within `timeout`: the head, and the bytes after it.
+async fn read_response(
+    worker: &mut TcpStream,
+    timeout: Duration,
+) -> Result<(ResponseHeader, Vec<u8>), Failure> {
+    let read = async {
+        let mut buf = Vec::with_capacity(1024);
+        loop {
+            if let Some(parsed) = parse_response(&buf)? {
+                return Ok(parsed);
+            }
+            if buf.len() >= MAX_HEAD {
+                return Err(Failure::Malformed);
+            }
+            buf.reserve(1024);
+            let n = worker.read_buf(&mut buf).await.map_err(Failure::Io)?;
+            if n == 0 {
+                return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(Failure::Timeout))
+}
+
+fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHeader, Vec<u8>)>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Failure::Malformed),
+    };
+    let code = resp.code.ok_or(Failure::Malformed)?;
+    let mut header =
+        ResponseHeader::build(code, Some(resp.headers.len())).map_err(|_| Failure::Malformed)?;
+    for h in resp.headers.iter() {
+        header
+            .append_header(h.name.to_string(), h.value)
+            .map_err(|_| Failure::Malformed)?;
+    }
+    Ok(Some((header, buf[len..].to_vec())))
+}
+
+/// Write a response head and the bytes that follow it, flushed.
+async fn write_head<S>(client: &mut S, head: &ResponseHeader, after: &[u8]) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin + ?Sized,
+{
+    let mut buf = BytesMut::with_capacity(512 + after.len());
+    buf.put_slice(b"HTTP/1.1 ");
+    buf.put_slice(head.status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(head.get_reason_phrase().unwrap_or_default().as_bytes());
+    buf.put_slice(b"\r\n");
+    head.header_to_h1_wire(&mut buf);
+    buf.put_slice(b"\r\n");
+    buf.put_slice(after);
+    client.write_all(&buf).await?;
+    client.flush().await
+}
+
+/// Relay a non-`101` answer (head, then its body) and close: the client never talks to
+/// the worker on a connection the gateway did not route. Returns the body bytes sent.
+async fn relay_answer<C, W>(
+    client: &mut C,
+    worker: &mut W,
+    head: &ResponseHeader,
+    after: &[u8],
+    timeout: Duration,
+) -> io::Result<u64>
+where
+    C: AsyncWrite + Unpin + ?Sized,
+    W: AsyncRead + Unpin + ?Sized,
+{
+    let status = head.status.as_u16();
+    let declared = head
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // No body, a sized one, or (chunked, unsized) everything until the worker closes or
+    // goes quiet: the connection closes after it either way.
+    let limit = match declared {
+        _ if status < 200 || status == 204 || status == 304 => 0,
+        Some(n) => n,
+        None => u64::MAX,
+    };
+    let first = after
+        .get(
+            ..usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .min(after.len()),
+        )
+        .unwrap_or_default();
+    write_head(client, head, first).await?;
+    let mut sent = first.len() as u64;
+    let rest = limit - sent;
+    if rest > 0 {
+        let mut body = (&mut *worker).take(rest);
+        if let Ok(copied) = tokio::time::timeout(timeout, tokio::io::copy(&mut body, client)).await
+        {
+            sent += copied?;
+        }
+    }
+    client.flush().await?;
+    client.shutdown().await?;
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(redirect: bool) -> Settings {
+        let mut c = btp_config::Config::default();
+        if redirect {
+            c.gateway.tls_listen = Some("127.0.0.1:8443".into());
+            c.gateway.redirect_http = true;
+        }
+        Settings::from_config(&c).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn head(target: &str, extra: &str) -> String {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: btp.example.ma\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+    }
+
+    fn is_upgrade(bytes: &str, redirect: bool, tls: bool) -> bool {
+        matches!(
+            parse_head(bytes.as_bytes(), &settings(redirect), tls),
+            Head::Upgrade(_)
+        )
+    }
+
+    const WS: &str = "/socket.io/?EIO=4&transport=websocket";
+
+    #[test]
+    fn only_a_bodiless_websocket_get_on_the_realtime_route_is_tunnelled() {
+        assert!(is_upgrade(&head(WS, ""), false, false));
+        assert!(is_upgrade(&head(WS, "Content-Length: 0\r\n"), false, false));
+        assert!(!is_upgrade(&head("/api/projects", ""), false, false));
+        assert!(!is_upgrade(&head("/socket.io/../api/x", ""), false, false));
+        assert!(!is_upgrade(
+            &head(WS, "Content-Length: 5\r\n"),
+            false,
+            false
+        ));
+        assert!(!is_upgrade(
+            &head(WS, "Transfer-Encoding: chunked\r\n"),
+            false,
+            false
+        ));
+        assert!(!is_upgrade(&head(WS, "Host: other\r\n"), false, false));
+        assert!(!is_upgrade(
+            &head(WS, "").replacen("GET", "POST", 1),
+            false,
+            false
+        ));
+        assert!(!is_upgrade(
+            &head(WS, "").replace("Upgrade: websocket", "Upgrade: h2c"),
+            false,
+            false
+        ));
+        assert!(!is_upgrade(
+            &head(WS, "").replace("keep-alive, Upgrade", "keep-alive"),
+            false,
+            false
+        ));
+        assert!(!is_upgrade(
+            &head(WS, "").replace("HTTP/1.1", "HTTP/1.0"),
+            false,
+            false
+        ));
+    }
+
+    #[test]
+    fn an_upgrade_the_proxy_would_redirect_to_https_is_left_to_it() {
+        assert!(!is_upgrade(&head(WS, ""), true, false));
+        assert!(is_upgrade(&head(WS, ""), true, true));
+    }
+
+    #[test]
+    fn a_partial_head_asks_for_more_and_an_oversized_or_malformed_one_goes_to_pingora() {
+        let s = settings(false);
+        let full = head(WS, "");
+        assert!(matches!(
+            parse_head(&full.as_bytes()[..20], &s, false),
+            Head::Partial
+        ));
+        let huge = format!("GET {WS} HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(MAX_HEAD));
+        assert!(matches!(
+            parse_head(huge.as_bytes(), &s, false),
+            Head::Other
+        ));
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01 garbage\r\n\r\n", &s, false),
+            Head::Other
+        ));
+        assert!(matches!(
+            parse_head(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &s, false),
+            Head::Other
+        ));
+    }
+}
