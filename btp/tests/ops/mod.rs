@@ -45,7 +45,7 @@ impl Stack {
         write_static_site(&dir, "static");
         let ports = free_ports(2);
         let (http, admin) = (loopback(ports[0]), loopback(ports[1]));
-        let api = pick_api_base(1);
+        let api = pick_api_base(1, &ports);
         let config = dir.join("config.toml");
         let stack_config = StackConfig {
             http,

@@ -54,7 +54,7 @@ impl TestGateway {
         let (http, admin, tls_port) = (loopback(ports[0]), loopback(ports[1]), ports[2]);
         // Worker ports are consecutive from api.listen: pick a base whose successors are
         // free too by probing.
-        let api = pick_api_base(opts.workers);
+        let api = pick_api_base(opts.workers, &ports);
         let mut tls_lines = String::new();
         let tls = if opts.tls {
             let certs = dir.join("certs");
@@ -125,13 +125,16 @@ impl TestGateway {
     }
 }
 
-/// A base port such that `base .. base + workers` are all free right now.
-pub fn pick_api_base(workers: u16) -> SocketAddr {
+/// A base port such that `base .. base + workers` are all free right now and none of them
+/// is in `taken` (ports already chosen for this test but released since: the kernel may
+/// hand one of them out again).
+pub fn pick_api_base(workers: u16, taken: &[u16]) -> SocketAddr {
     for _ in 0..50 {
         let base = super::free_port();
         let all_free = (0..workers).all(|i| {
-            base.checked_add(i)
-                .is_some_and(|p| std::net::TcpListener::bind(loopback(p)).is_ok())
+            base.checked_add(i).is_some_and(|p| {
+                !taken.contains(&p) && std::net::TcpListener::bind(loopback(p)).is_ok()
+            })
         });
         if all_free {
             return loopback(base);
