@@ -31,10 +31,45 @@ pub async fn connect(addr: SocketAddr, path: &str) -> Result<Ws, String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
+    handshake(stream, &addr.to_string(), path).await
+}
+
+/// Open a WebSocket over TLS (`wss://localhost…`) to `path` on `addr`, trusting only the
+/// PEM certificate `ca_pem`, offering only HTTP/1.1 in ALPN as browsers do for WebSockets.
+pub async fn connect_tls(addr: SocketAddr, path: &str, ca_pem: &[u8]) -> Result<Ws, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+        let cert = cert.map_err(|e| format!("certificate: {e}"))?;
+        roots.add(cert).map_err(|e| format!("root: {e}"))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from("localhost")
+        .map_err(|e| format!("server name: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("tls handshake: {e}"))?;
+    handshake(tls, &format!("localhost:{}", addr.port()), path).await
+}
+
+async fn handshake<S>(stream: S, host: &str, path: &str) -> Result<Ws, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let req = hyper::Request::builder()
         .method("GET")
         .uri(path)
-        .header("host", addr.to_string())
+        .header("host", host)
         .header("upgrade", "websocket")
         .header("connection", "upgrade")
         .header(
