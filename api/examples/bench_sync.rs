@@ -113,9 +113,14 @@ async fn run(label: &str, url: String, dir: &std::path::Path) -> anyhow::Result<
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(btp_api::serve(listener, app, async move {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(btp_api::serve(
+        listener,
+        app,
+        async move {
+            let _ = stopped.await;
+        },
+        || {},
+    ));
     let bench = Bench {
         base,
         http: reqwest::Client::builder()

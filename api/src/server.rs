@@ -16,7 +16,7 @@ use axum::serve::{Listener, ListenerExt};
 use axum::Router;
 use btp_config::Config;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::http;
 use crate::metrics::MetricsError;
@@ -63,14 +63,17 @@ pub async fn run_with(config: Config, worker: u16, launch: Launch) -> anyhow::Re
         ready();
     }
     let closing = realtime.clone();
-    let served = serve(listener, app, async move {
+    let stopping = async move {
         shutdown_signal().await;
         tracing::info!(worker, "[API] STOPPING");
-        // Stop accepting at once (a replacement may be accepting from the same socket)
-        // while the sessions close in order; their tasks are awaited below.
+    };
+    // The sessions are closed in order (their tasks are awaited below) only once this
+    // worker stopped accepting: a client told to reconnect does so at once, and must land
+    // on the replacement accepting from the same socket, not on this closing worker.
+    let stopped = move || {
         tokio::spawn(async move { closing.shutdown().await });
-    })
-    .await;
+    };
+    let served = serve(listener, app, stopping, stopped).await;
     realtime.shutdown().await;
     state.shutdown().await;
     served.context("serving HTTP")
@@ -89,19 +92,26 @@ pub fn app(state: &AppState) -> Result<(Router, Realtime), MetricsError> {
 /// gateway has already sent. Connections get this long before idle ones are closed.
 pub const SETTLE: Duration = Duration::from_millis(300);
 
+/// Longest wait for the accept loop to close its socket once told to stop.
+const STOP_ACK_LIMIT: Duration = Duration::from_millis(200);
+
 /// Serve `app` on `listener` until `shutdown` completes; then stop accepting at once (a
-/// replacement may be accepting from the same socket), give fresh connections [`SETTLE`]
-/// to deliver their request, and let in-flight requests finish. Peer addresses are
-/// recorded for the login throttle's IP fallback.
+/// replacement may be accepting from the same socket), call `stopped` once this worker's
+/// copy of the socket is closed, give fresh connections [`SETTLE`] to deliver their
+/// request, and let in-flight requests finish. Peer addresses are recorded for the login
+/// throttle's IP fallback.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    stopped: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (closed_tx, closed_rx) = oneshot::channel();
     let draining = Draining {
         inner: Some(listener),
         stop: stop_rx,
+        closed: Some(closed_tx),
     }
     // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` support.
     .tap_io(|_| {});
@@ -112,6 +122,9 @@ pub async fn serve(
     .with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
+        // The accept loop is polled continuously, so this is quick; bounded anyway.
+        let _ = tokio::time::timeout(STOP_ACK_LIMIT, closed_rx).await;
+        stopped();
         tokio::time::sleep(SETTLE).await;
     })
     .await
@@ -122,6 +135,8 @@ pub async fn serve(
 struct Draining {
     inner: Option<TcpListener>,
     stop: watch::Receiver<bool>,
+    /// Told when the socket has been closed.
+    closed: Option<oneshot::Sender<()>>,
 }
 
 impl Listener for Draining {
@@ -144,7 +159,12 @@ impl Listener for Draining {
                     tracing::warn!(error = %e, "[API] ACCEPT failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                None => self.inner = None,
+                None => {
+                    self.inner = None;
+                    if let Some(closed) = self.closed.take() {
+                        let _ = closed.send(());
+                    }
+                }
             }
         }
     }

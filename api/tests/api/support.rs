@@ -296,9 +296,14 @@ impl Server {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(btp_api::serve(listener, app, async move {
-            let _ = rx.await;
-        }));
+        tokio::spawn(btp_api::serve(
+            listener,
+            app,
+            async move {
+                let _ = rx.await;
+            },
+            || {},
+        ));
         Server {
             base: format!("http://{addr}"),
             http: reqwest::Client::builder()
