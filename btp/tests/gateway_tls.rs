@@ -136,8 +136,6 @@ async fn plain_http_is_redirected_to_https_with_308_when_configured() {
 /// and back, including a frame larger than one TLS record (16 KiB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_over_tls_echoes_through_the_gateway() {
-    use fastwebsockets::{Frame, OpCode, Payload};
-
     let gw = TestGateway::start(Options {
         tls: true,
         ..Options::default()
@@ -152,25 +150,9 @@ async fn websocket_over_tls_echoes_through_the_gateway() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     for text in ["over tls".to_string(), "y".repeat(100_000)] {
-        ws.write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
+        support::ws::echo(&mut ws, &text)
             .await
-            .unwrap_or_else(|e| panic!("write: {e}"));
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.read_frame())
-            .await
-            .unwrap_or_else(|_| panic!("no echo within 10 s"))
-            .unwrap_or_else(|e| panic!("read: {e}"));
-        assert_eq!(frame.opcode, OpCode::Text);
-        assert_eq!(frame.payload.len(), text.len());
-        assert!(frame.payload.as_ref() == text.as_bytes(), "echo differs");
+            .unwrap_or_else(|e| panic!("{e}"));
     }
-    let metrics = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
-    assert!(
-        metrics.contains("btp_gateway_tunnels_open 1"),
-        "one open tunnel expected in:\n{metrics}"
-    );
+    assert_eq!(gw.tunnels_open().await, Some(1), "one open tunnel expected");
 }

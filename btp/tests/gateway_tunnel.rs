@@ -287,18 +287,6 @@ async fn a_half_close_crosses_the_tunnel_both_ways() {
     assert_eq!(String::from_utf8_lossy(&got), "pingbye");
 }
 
-async fn tunnels_open(gw: &TestGateway) -> Option<i64> {
-    let text = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("btp_gateway_tunnels_open "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_frame_crosses_intact_both_ways_and_the_tunnel_gauge_follows_the_tunnel() {
     let gw = TestGateway::start(Options::default()).await;
@@ -321,11 +309,11 @@ async fn a_large_frame_crosses_intact_both_ways_and_the_tunnel_gauge_follows_the
         "1 MiB echo differs ({} bytes)",
         frame.payload.len()
     );
-    assert_eq!(tunnels_open(&gw).await, Some(1));
+    assert_eq!(gw.tunnels_open().await, Some(1));
 
     drop(ws);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tunnels_open(&gw).await != Some(0) {
+    while gw.tunnels_open().await != Some(0) {
         assert!(
             Instant::now() < deadline,
             "tunnel gauge did not come back to 0"

@@ -6,25 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fastwebsockets::{Frame, OpCode, Payload};
+use fastwebsockets::OpCode;
 use support::gateway::{Options, TestGateway};
-use support::ws::{connect, Ws};
-
-/// Send `text` and wait for its echo.
-async fn echo(ws: &mut Ws, text: &str) -> Result<(), String> {
-    ws.write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let frame = tokio::time::timeout(Duration::from_secs(10), ws.read_frame())
-        .await
-        .map_err(|_| "no echo within 10 s".to_string())?
-        .map_err(|e| format!("read: {e}"))?;
-    match frame.opcode {
-        OpCode::Text if frame.payload.as_ref() == text.as_bytes() => Ok(()),
-        OpCode::Close => Err("closed instead of echoing".into()),
-        other => Err(format!("unexpected {other:?} frame")),
-    }
-}
+use support::ws::{connect, echo};
 
 const WS_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
 
@@ -40,16 +24,7 @@ async fn websocket_upgrade_echoes_through_the_gateway() {
     let big = "x".repeat(200_000);
     echo(&mut ws, &big).await.unwrap_or_else(|e| panic!("{e}"));
 
-    let metrics = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
-    assert!(
-        metrics.contains("btp_gateway_tunnels_open 1"),
-        "one open tunnel expected in:\n{metrics}"
-    );
+    assert_eq!(gw.tunnels_open().await, Some(1), "one open tunnel expected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

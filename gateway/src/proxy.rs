@@ -352,13 +352,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        self.metrics.upstream_error("connect");
-        if let Some(worker) = ctx.worker.take() {
-            // Passive health: take the worker out now instead of at the next check, and
-            // let Pingora ask `upstream_peer` again (another worker, or an immediate 503).
-            self.pool.set_healthy(worker, false);
-            self.metrics.set_upstream_health(worker, false);
-            tracing::warn!(worker, error = %e, "api worker unreachable");
+        match ctx.worker.take() {
+            // Pingora then asks `upstream_peer` again: another worker, or an immediate 503.
+            Some(worker) => self.pool.connect_failed(&self.metrics, worker, &e),
+            None => self.metrics.upstream_error("connect"),
         }
         e.set_retry(true);
         e

@@ -355,10 +355,7 @@ impl Tunnels {
                 Ok(Err(e)) => e,
                 Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
             };
-            self.metrics.upstream_error("connect");
-            self.pool.set_healthy(index, false);
-            self.metrics.set_upstream_health(index, false);
-            tracing::warn!(worker = index, error = %error, "api worker unreachable");
+            self.pool.connect_failed(&self.metrics, index, &error);
             refused = Refused::Unreachable;
         }
         Err(refused)

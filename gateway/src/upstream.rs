@@ -94,6 +94,15 @@ impl Pool {
         }
     }
 
+    /// Passive health: a connect to worker `index` failed, so it is out now instead of at
+    /// the next check. Both the proxy path and the tunnel path report here.
+    pub fn connect_failed(&self, metrics: &Metrics, index: usize, error: &dyn std::fmt::Display) {
+        metrics.upstream_error("connect");
+        self.set_healthy(index, false);
+        metrics.set_upstream_health(index, false);
+        tracing::warn!(worker = index, %error, "api worker unreachable");
+    }
+
     pub fn healthy_count(&self) -> usize {
         (0..self.len()).filter(|i| self.is_healthy(*i)).count()
     }

@@ -123,6 +123,19 @@ impl TestGateway {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }
+
+    /// `btp_gateway_tunnels_open` as `/metrics` reports it now.
+    pub async fn tunnels_open(&self) -> Option<i64> {
+        let text = reqwest::get(self.admin_url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("btp_gateway_tunnels_open "))
+            .and_then(|v| v.trim().parse().ok())
+    }
 }
 
 /// A base port such that `base .. base + workers` are all free right now and none of them

@@ -3,9 +3,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::WebSocket;
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -83,4 +84,20 @@ where
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     Ok(ws)
+}
+
+/// Send `text` and wait for its echo.
+pub async fn echo(ws: &mut Ws, text: &str) -> Result<(), String> {
+    ws.write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let frame = tokio::time::timeout(Duration::from_secs(10), ws.read_frame())
+        .await
+        .map_err(|_| "no echo within 10 s".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    match frame.opcode {
+        OpCode::Text if frame.payload.as_ref() == text.as_bytes() => Ok(()),
+        OpCode::Close => Err("closed instead of echoing".into()),
+        other => Err(format!("unexpected {other:?} frame")),
+    }
 }
