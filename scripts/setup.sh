@@ -21,7 +21,7 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
-scripts/patch-pingora.sh
+scripts/patch-crates.sh
 if [ "$what" = test ] && [ -f tests/js/package-lock.json ]; then
   if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
     echo "setup: npm ci in tests/js"

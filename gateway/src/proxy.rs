@@ -172,7 +172,7 @@ impl ProxyHttp for Gateway {
     }
 
     /// A request Pingora could not parse gets the gateway's own 400, security headers and
-    /// JSON shape included (a patched hook, see gateway/patches/README.md).
+    /// JSON shape included (a patched hook, see patches/README.md).
     fn invalid_request_response(
         &self,
         session: &pingora::protocols::http::ServerSession,

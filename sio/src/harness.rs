@@ -41,13 +41,18 @@ fn echo_namespace() -> Namespace<Value> {
                 let _ = socket.emit("auth", &args);
             }
         })
-        .on("message", |socket, event| async move {
+        // These two answer in the closure, which runs in the order messages arrive,
+        // not in the returned future, which is spawned: replies keep the order of the
+        // messages, as with the reference server.
+        .on("message", |socket, event| {
             let _ = socket.emit("message-back", &event.args);
+            std::future::ready(())
         })
-        .on("message-with-ack", |_socket, event| async move {
+        .on("message-with-ack", |_socket, event| {
             if let Some(ack) = event.ack {
                 let _ = ack.send(&event.args);
             }
+            std::future::ready(())
         })
         .on("emit-with-ack", |socket, event| async move {
             let Ok(reply) = socket.emit_with_ack("emit-with-ack", &event.args) else {

@@ -365,6 +365,30 @@ async fn websocket_message_over_max_payload_closes() {
     assert!(ws.closed_within(PATIENCE).await);
 }
 
+#[tokio::test]
+async fn websocket_carries_a_message_near_max_payload_then_a_burst_of_small_ones() {
+    let mut ws = sio_socket(SIO).await;
+    // One frame far larger than a server's initial read buffer, just under maxPayload.
+    let big = "y".repeat(999_000);
+    let packet = format!(r#"42["message","{big}"]"#);
+    assert!(packet.len() < 1_000_000);
+    ws.send(&packet).await;
+    assert_eq!(
+        ws.recv_data().await.text(),
+        format!(r#"42["message-back","{big}"]"#)
+    );
+    // Small frames written back to back, so that one read holds many of them.
+    for i in 0..200 {
+        ws.send(&format!(r#"42["message",{i}]"#)).await;
+    }
+    for i in 0..200 {
+        assert_eq!(
+            ws.recv_data().await.text(),
+            format!(r#"42["message-back",{i}]"#)
+        );
+    }
+}
+
 // ---------------------------------------------------------------- upgrade
 
 #[tokio::test]
