@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 /// The client side of a forwarded request.
@@ -45,23 +46,25 @@ pub fn apply(
     let incoming = |name: &str| {
         client
             .trusted
-            .then(|| header(upstream, name).map(str::to_string))
+            .then(|| upstream.headers.get(name).cloned())
             .flatten()
     };
-    let xff = incoming("x-forwarded-for");
+    let xff = incoming("x-forwarded-for").and_then(|v| v.to_str().ok().map(str::to_string));
     let xfp = incoming("x-forwarded-proto");
-    let xfh = incoming("x-forwarded-host");
-    let host = xfh
-        .or_else(|| header(upstream, "host").map(str::to_string))
-        .or_else(|| upstream.uri.authority().map(|a| a.to_string()));
+    let host = incoming("x-forwarded-host")
+        .or_else(|| upstream.headers.get(http::header::HOST).cloned())
+        .or_else(|| {
+            let authority = upstream.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
 
     // Anything forwarding-related from an untrusted peer is a client claiming to be
     // a proxy; drop it all, not only the three headers set below.
-    let forwarded: Vec<String> = upstream
+    let forwarded: Vec<HeaderName> = upstream
         .headers
         .keys()
-        .map(|k| k.as_str().to_string())
-        .filter(|k| k.starts_with("x-forwarded-") || k == "forwarded" || k == "x-real-ip")
+        .filter(|k| is_forwarding(k.as_str()))
+        .cloned()
         .collect();
     for name in forwarded {
         upstream.remove_header(&name);
@@ -75,7 +78,8 @@ pub fn apply(
         Some(chain) => format!("{chain}, {peer_text}"),
         None => peer_text,
     };
-    let proto = xfp.unwrap_or_else(|| if client.tls { "https" } else { "http" }.to_string());
+    let proto =
+        xfp.unwrap_or_else(|| HeaderValue::from_static(if client.tls { "https" } else { "http" }));
     upstream.insert_header("x-forwarded-for", xff)?;
     upstream.insert_header("x-forwarded-proto", proto)?;
     if let Some(host) = host {
@@ -85,8 +89,8 @@ pub fn apply(
     Ok(())
 }
 
-fn header<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
+fn is_forwarding(name: &str) -> bool {
+    name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip"
 }
 
 #[cfg(test)]
@@ -104,7 +108,7 @@ mod tests {
     }
 
     fn get<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-        header(req, name)
+        req.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! paths cannot drift apart on what "every response" means.
 
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 
 /// The policy the shipped web app is written against (CONTRACTS.md); sent on every
@@ -24,13 +25,14 @@ pub const SECURITY: [(&str, &str); 4] = [
 ];
 
 /// Set the security headers on `resp`, replacing whatever an upstream sent: the gateway
-/// owns this policy.
+/// owns this policy. (Values from `from_static` are neither copied nor re-validated, which
+/// matters on the proxied path, where this runs on every response.)
 pub fn secure(resp: &mut ResponseHeader, tls: bool) -> pingora::Result<()> {
     for (name, value) in SECURITY {
-        resp.insert_header(name, value)?;
+        resp.insert_header(name, HeaderValue::from_static(value))?;
     }
     if tls {
-        resp.insert_header("strict-transport-security", HSTS)?;
+        resp.insert_header("strict-transport-security", HeaderValue::from_static(HSTS))?;
     }
     Ok(())
 }

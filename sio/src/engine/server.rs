@@ -731,7 +731,14 @@ async fn drive<H: EngineHandler>(conn: Arc<Connection<H>>, mut writer: Option<Ws
         if let Some(ws) = writer.as_mut() {
             // A peer that stops reading must not stall the heartbeat forever: a batch
             // that cannot be written within one heartbeat period ends the session.
-            let written = tokio::time::timeout(write_limit, write_batch(ws, &mut batch)).await;
+            // Boxed: the write future is several times the size of the rest of this
+            // task, and a task is as large as its largest await point for its whole
+            // life, though most sessions spend it idle.
+            let written = Box::pin(tokio::time::timeout(
+                write_limit,
+                write_batch(ws, &mut batch),
+            ))
+            .await;
             if !matches!(written, Ok(Ok(()))) {
                 conn.close_with(CloseReason::TransportError);
                 return;
@@ -740,7 +747,7 @@ async fn drive<H: EngineHandler>(conn: Arc<Connection<H>>, mut writer: Option<Ws
         if closed {
             if let Some(ws) = writer.as_mut() {
                 let close = ws.write_frame(fastwebsockets::Frame::close(1000, b""));
-                let _ = tokio::time::timeout(CLOSE_FRAME_LIMIT, close).await;
+                let _ = Box::pin(tokio::time::timeout(CLOSE_FRAME_LIMIT, close)).await;
             }
             return;
         }
