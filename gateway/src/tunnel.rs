@@ -307,18 +307,15 @@ impl Tunnels {
 
     /// Relay an open tunnel to its end; counted in the tunnel gauge while it lasts, and
     /// logged once, at the end, with its lifetime as its duration.
-    async fn relay(&self, open: Open, idle: Duration) {
-        let Open {
-            client,
-            mut worker,
-            mut ex,
-            early_in,
-            early_out,
-        } = open;
-        let mut client = unbuffered(client);
+    async fn relay(&self, mut open: Open, idle: Duration) {
         self.metrics.tunnel_opened();
-        ex.start = Instant::now();
-        let (moved, end) = relay::relay(&mut *client, &mut worker, idle).await;
+        open.ex.start = Instant::now();
+        let mut side = client_side(open.client);
+        let client: &mut dyn Duplex = match &mut side {
+            ClientSide::Plain(tcp) => tcp,
+            ClientSide::Tls(stream) => stream,
+        };
+        let (moved, end) = relay::relay(client, &mut open.worker, idle).await;
         self.metrics.tunnel_closed();
         let error = match end {
             End::Closed => None,
@@ -326,10 +323,10 @@ impl Tunnels {
             End::Failed(e) => Some(e),
         };
         self.record(
-            &ex,
+            &open.ex,
             101,
-            early_in + moved.client_to_worker,
-            early_out + moved.worker_to_client,
+            open.early_in + moved.client_to_worker,
+            open.early_out + moved.worker_to_client,
             error.as_ref().map(|e| e as _),
         );
     }
@@ -460,26 +457,40 @@ impl fmt::Display for Failure {
     }
 }
 
-/// The client's socket without Pingora's write buffer (1,460 bytes per connection, kept
-/// for the HTTP path, where it saves a send per response): a plain TCP connection is
-/// re-wrapped in an unbuffered stream over a duplicate of its descriptor, and the buffered
-/// one dropped. The caller flushed it; TLS streams (state in the stream) stay as they are.
-fn unbuffered(client: Stream) -> Stream {
+/// What the relay needs of a client's side: one trait object for both kinds, so that
+/// there is one relay future type, not one per kind.
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
+/// The client's side of a tunnel as the relay drives it.
+enum ClientSide {
+    /// A plain TCP connection as a bare tokio socket: no Pingora stream around it (its
+    /// 1,460-byte write buffer, kept for the HTTP path where it saves a send per response,
+    /// and ≈ 450 bytes of stream state and digests), for the tunnel's whole life.
+    Plain(TcpStream),
+    /// TLS keeps its stream: the session state lives in it.
+    Tls(Stream),
+}
+
+/// Unwrap a plain TCP client into a tokio socket over a duplicate of its descriptor, and
+/// drop the Pingora stream. The caller flushed it.
+fn client_side(client: Stream) -> ClientSide {
     let io: &dyn IO = &*client;
     let Some(l4) = io.as_any().downcast_ref::<L4Stream>() else {
-        return client;
+        return ClientSide::Tls(client);
     };
     // SAFETY: the descriptor belongs to `client`, alive for this whole borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) };
     let Ok(tcp) = fd
         .try_clone_to_owned()
         .map(std::net::TcpStream::from)
-        .and_then(tokio::net::TcpStream::from_std)
+        .and_then(TcpStream::from_std)
     else {
-        return client;
+        return ClientSide::Tls(client);
     };
     drop(client);
-    Box::new(L4Stream::from(tcp))
+    ClientSide::Plain(tcp)
 }
 
 /// Read the worker's response head within `timeout`: the head, and the bytes after it.
