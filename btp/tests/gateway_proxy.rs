@@ -67,6 +67,34 @@ async fn api_requests_reach_the_upstream_with_forwarded_headers_and_a_request_id
     assert_eq!(id, response_id);
 }
 
+/// Names of the process's threads, one per thread.
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| panic!("{e}"));
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_threads_sizes_the_serving_runtime() {
+    let gw = TestGateway::start(Options {
+        gateway: "threads = 3\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let resp = client()
+        .get(gw.url("/api/echo"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status(), 200);
+    // Pingora names each service's runtime threads after the service.
+    let names = thread_names(gw.process.pid());
+    let public = names.iter().filter(|n| *n == "btp public").count();
+    assert_eq!(public, 3, "{names:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_from_a_trusted_proxy_are_kept() {
     let gw = TestGateway::start(Options {

@@ -63,6 +63,8 @@ pub struct Gateway {
     pub public_url: String,
     /// Where `btp up` / `btp gateway` write their pid, for `btp reload`.
     pub pid_file: String,
+    /// Worker threads of the gateway (one runtime, work-stealing); 0 = one per CPU core.
+    pub threads: usize,
 }
 
 impl Default for Gateway {
@@ -82,6 +84,7 @@ impl Default for Gateway {
             health_check_interval_ms: 2_000,
             public_url: String::new(),
             pid_file: "data/btp.pid".into(),
+            threads: 0,
         }
     }
 }

@@ -155,6 +155,16 @@ fn heartbeat_out_of_range_is_reported_per_key() {
 }
 
 #[test]
+fn gateway_threads_out_of_range_is_reported() {
+    let dir = site();
+    assert_eq!(
+        problems("[gateway]\nthreads = 5000\n", &dir),
+        vec!["config.toml:2:1: gateway.threads = 5000 is out of range (0..=1024; 0 = one per CPU core)"]
+    );
+    assert!(problems("[gateway]\nthreads = 1\n", &dir).is_empty());
+}
+
+#[test]
 fn missing_static_root_or_index_is_reported() {
     let dir = site();
     let missing = problems("[static]\nroot = \"nowhere\"\n", &dir);

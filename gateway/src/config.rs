@@ -24,6 +24,8 @@ pub enum SettingsError {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Worker threads, resolved (`gateway.threads`, 0 = one per CPU core).
+    pub threads: usize,
     pub admin_listen: SocketAddr,
     pub tls_listen: Option<SocketAddr>,
     pub tls_cert: PathBuf,
@@ -78,6 +80,10 @@ impl Settings {
             tls_cert: c.resolve(&c.gateway.tls_cert),
             tls_key: c.resolve(&c.gateway.tls_key),
             redirect_http: c.gateway.redirect_http && tls_listen.is_some(),
+            threads: match c.gateway.threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
             static_root: c.static_root(),
             workers,
             trusted: c

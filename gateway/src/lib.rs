@@ -104,6 +104,7 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         admin = %settings.admin_listen,
         tls = ?settings.tls_listen,
         workers = settings.workers.len(),
+        threads = settings.threads,
         tunnel_idle_timeout_ms = settings.tunnel_idle_timeout.as_millis() as u64,
         "gateway starting"
     );
@@ -115,7 +116,8 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         test: false,
         conf: None,
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(settings.listen));
+    let mut server =
+        Server::new_with_opt_and_conf(opt, server_conf(settings.listen, settings.threads));
     server.bootstrap();
 
     let live = reload::live(settings.clone(), store);
@@ -193,10 +195,7 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
 /// Pingora's process settings. The upgrade socket and pid file are named after the public
 /// port so that gateways on different ports never share them, and a graceful upgrade of one
 /// finds its predecessor.
-fn server_conf(listen: SocketAddr) -> ServerConf {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+fn server_conf(listen: SocketAddr, threads: usize) -> ServerConf {
     let dir = std::env::temp_dir();
     ServerConf {
         threads,

@@ -78,7 +78,7 @@ impl Plan {
 pub fn plan(old: &Config, new: &Config) -> Plan {
     use Effect::*;
     let (a, b) = (&old.gateway, &new.gateway);
-    let checks: [(bool, &'static str, Effect); 24] = [
+    let checks: [(bool, &'static str, Effect); 25] = [
         (a.listen != b.listen, "gateway.listen", NewProcess),
         (
             a.admin_listen != b.admin_listen,
@@ -93,6 +93,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         (a.tls_cert != b.tls_cert, "gateway.tls_cert", NewProcess),
         (a.tls_key != b.tls_key, "gateway.tls_key", NewProcess),
         (a.pid_file != b.pid_file, "gateway.pid_file", NewProcess),
+        (a.threads != b.threads, "gateway.threads", NewProcess),
         (
             a.redirect_http != b.redirect_http,
             "gateway.redirect_http",
@@ -361,11 +362,12 @@ mod tests {
 
         let mut new = old.clone();
         new.gateway.listen = "0.0.0.0:80".into();
+        new.gateway.threads = 4;
         new.api.workers = 2;
         let p = plan(&old, &new);
         assert_eq!(
             p.keys(Effect::NewProcess),
-            vec!["gateway.listen", "api.workers"]
+            vec!["gateway.listen", "gateway.threads", "api.workers"]
         );
         assert!(!p.restarts_workers());
     }
