@@ -16,6 +16,7 @@
 #
 # Usage: bench/sio/run.sh                 (from anywhere; prints a markdown table)
 # Env:   CLIENTS="1000 9000" ROUNDS=20 CONCURRENCY=128 SKIP_BUILD=1 SERVERS="btp btp-direct node"
+#        GATEWAY_THREADS=0 (gateway.threads of the btp rows; 0 = one per core, the default)
 #        CARGO_TARGET_DIR (where cargo builds), BTP=path/to/btp (measure that binary instead)
 # Needs: cargo, node >= 20, npm, curl, python3. Writes bench/out/sio.md as well.
 set -euo pipefail
@@ -25,6 +26,7 @@ CLIENTS="${CLIENTS:-1000 9000}"
 ROUNDS="${ROUNDS:-20}"
 CONCURRENCY="${CONCURRENCY:-128}"
 SERVERS="${SERVERS:-btp btp-direct node}"
+GATEWAY_THREADS="${GATEWAY_THREADS:-0}"   # gateway.threads; 0 = one per core (the default)
 PING_INTERVAL_MS=25000
 PING_TIMEOUT_MS=60000
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -89,6 +91,7 @@ start_btp() { # run-name
 listen = "127.0.0.1:$gw"
 admin_listen = "127.0.0.1:$admin"
 pid_file = "data/btp.pid"
+threads = $GATEWAY_THREADS
 
 [static]
 root = "$ROOT/static"
