@@ -16,7 +16,7 @@
 #
 # Usage: bench/sio/run.sh                 (from anywhere; prints a markdown table)
 # Env:   CLIENTS="1000 9000" ROUNDS=20 CONCURRENCY=128 SKIP_BUILD=1 SERVERS="btp btp-direct node"
-#        GATEWAY_THREADS=0 (gateway.threads of the btp rows; 0 = one per core, the default)
+#        GATEWAY_THREADS=N (gateway.threads of the btp rows; unset: the default, one per core)
 #        CARGO_TARGET_DIR (where cargo builds), BTP=path/to/btp (measure that binary instead)
 # Needs: cargo, node >= 20, npm, curl, python3. Writes bench/out/sio.md as well.
 set -euo pipefail
@@ -26,7 +26,7 @@ CLIENTS="${CLIENTS:-1000 9000}"
 ROUNDS="${ROUNDS:-20}"
 CONCURRENCY="${CONCURRENCY:-128}"
 SERVERS="${SERVERS:-btp btp-direct node}"
-GATEWAY_THREADS="${GATEWAY_THREADS:-0}"   # gateway.threads; 0 = one per core (the default)
+GATEWAY_THREADS="${GATEWAY_THREADS:-}"   # gateway.threads if set (unset: the default, one per core)
 PING_INTERVAL_MS=25000
 PING_TIMEOUT_MS=60000
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -91,7 +91,7 @@ start_btp() { # run-name
 listen = "127.0.0.1:$gw"
 admin_listen = "127.0.0.1:$admin"
 pid_file = "data/btp.pid"
-threads = $GATEWAY_THREADS
+${GATEWAY_THREADS:+threads = $GATEWAY_THREADS}
 
 [static]
 root = "$ROOT/static"
