@@ -15,10 +15,10 @@ use crate::{Config, DbKind, Problem, Problems};
 /// Accepted heartbeat range, milliseconds. The low end allows the 300/200 ms conformance
 /// harness; the high end keeps a dead peer from pinning resources for more than minutes.
 const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 50..=600_000;
+const PAYLOAD_BYTES: std::ops::RangeInclusive<u64> = 1_024..=100_000_000;
 
 /// More gateway threads than this is a typo, not a machine.
 const MAX_THREADS: usize = 1024;
-const PAYLOAD_BYTES: std::ops::RangeInclusive<u64> = 1_024..=100_000_000;
 
 pub(crate) fn check(text: String, file: String, base_dir: PathBuf) -> Result<Config, Problems> {
     let mut sink = Sink {

@@ -313,7 +313,7 @@ impl Tunnels {
         let mut side = client_side(open.client);
         let client: &mut dyn Duplex = match &mut side {
             ClientSide::Plain(tcp) => tcp,
-            ClientSide::Tls(stream) => stream,
+            ClientSide::Kept(stream) => stream,
         };
         let (moved, end) = relay::relay(client, &mut open.worker, idle).await;
         self.metrics.tunnel_closed();
@@ -469,8 +469,9 @@ enum ClientSide {
     /// 1,460-byte write buffer, kept for the HTTP path where it saves a send per response,
     /// and ≈ 450 bytes of stream state and digests), for the tunnel's whole life.
     Plain(TcpStream),
-    /// TLS keeps its stream: the session state lives in it.
-    Tls(Stream),
+    /// Pingora's stream, kept: TLS (its session state lives in the stream), or a plain
+    /// socket whose descriptor could not be duplicated.
+    Kept(Stream),
 }
 
 /// Unwrap a plain TCP client into a tokio socket over a duplicate of its descriptor, and
@@ -478,7 +479,7 @@ enum ClientSide {
 fn client_side(client: Stream) -> ClientSide {
     let io: &dyn IO = &*client;
     let Some(l4) = io.as_any().downcast_ref::<L4Stream>() else {
-        return ClientSide::Tls(client);
+        return ClientSide::Kept(client);
     };
     // SAFETY: the descriptor belongs to `client`, alive for this whole borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) };
@@ -487,7 +488,7 @@ fn client_side(client: Stream) -> ClientSide {
         .map(std::net::TcpStream::from)
         .and_then(TcpStream::from_std)
     else {
-        return ClientSide::Tls(client);
+        return ClientSide::Kept(client);
     };
     drop(client);
     ClientSide::Plain(tcp)
