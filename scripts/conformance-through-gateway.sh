@@ -19,7 +19,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
-"$echo_bin" --port 0 > "$work/echo.out" 2> "$work/echo.err" &
+"$echo_bin" --port 0 --hyper-upgrades > "$work/echo.out" 2> "$work/echo.err" &
 pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/echo.out" 2>/dev/null && break; sleep 0.1; done
 echo_addr="$(sed -n 's/^listening on //p' "$work/echo.out")"

@@ -116,6 +116,7 @@ async fn run(label: &str, url: String, dir: &std::path::Path) -> anyhow::Result<
     let server = tokio::spawn(btp_api::serve(
         listener,
         app,
+        None,
         async move {
             let _ = stopped.await;
         },

@@ -105,6 +105,18 @@ impl Realtime {
         )
     }
 
+    /// Whether a request path is the Socket.IO server's.
+    pub fn handles_path(&self, path: &str) -> bool {
+        self.server.handles_path(path)
+    }
+
+    /// Serve a WebSocket request read from `stream` (see [`btp_sio::sniff`]) on a task
+    /// of its own.
+    pub fn take_websocket(&self, request: Request<()>, stream: tokio::net::TcpStream) {
+        let server = self.server.clone();
+        tokio::spawn(async move { server.handle_websocket(request, stream).await });
+    }
+
     /// Close every session in order (Engine.IO `close`), so clients reconnect at once
     /// (to another worker, or to this one once it is back).
     pub async fn shutdown(&self) {

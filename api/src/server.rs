@@ -15,6 +15,8 @@ use anyhow::Context;
 use axum::serve::{Listener, ListenerExt};
 use axum::Router;
 use btp_config::Config;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
@@ -22,6 +24,7 @@ use crate::http;
 use crate::metrics::MetricsError;
 use crate::realtime::Realtime;
 use crate::state::{AppState, Options};
+use btp_sio::sniff::{sniff, Sniffed};
 
 /// `btp api --worker N`: serve API worker `worker` on `config.api_worker_addr(worker)`
 /// until SIGTERM/SIGINT; then close every realtime session in order (clients reconnect at
@@ -73,7 +76,7 @@ pub async fn run_with(config: Config, worker: u16, launch: Launch) -> anyhow::Re
     let stopped = move || {
         tokio::spawn(async move { closing.shutdown().await });
     };
-    let served = serve(listener, app, stopping, stopped).await;
+    let served = serve(listener, app, Some(realtime.clone()), stopping, stopped).await;
     realtime.shutdown().await;
     state.shutdown().await;
     served.context("serving HTTP")
@@ -99,10 +102,12 @@ const STOP_ACK_LIMIT: Duration = Duration::from_millis(200);
 /// replacement may be accepting from the same socket), call `stopped` once this worker's
 /// copy of the socket is closed, give fresh connections [`SETTLE`] to deliver their
 /// request, and let in-flight requests finish. Peer addresses are recorded for the login
-/// throttle's IP fallback.
+/// throttle's IP fallback. With `realtime`, a connection that opens with a WebSocket
+/// upgrade on its path goes to it directly ([`btp_sio::sniff`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    realtime: Option<Realtime>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     stopped: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
@@ -112,6 +117,8 @@ pub async fn serve(
         inner: Some(listener),
         stop: stop_rx,
         closed: Some(closed_tx),
+        sniffing: FuturesUnordered::new(),
+        realtime,
     }
     // `tap_io` gives the listener axum's `ConnectInfo<SocketAddr>` support.
     .tap_io(|_| {});
@@ -131,12 +138,23 @@ pub async fn serve(
 }
 
 /// A listener that can stop accepting (and close its socket) before axum's graceful
-/// shutdown begins.
+/// shutdown begins, and that gives axum only the connections [`sniff`] leaves to HTTP.
 struct Draining {
     inner: Option<TcpListener>,
     stop: watch::Receiver<bool>,
     /// Told when the socket has been closed.
     closed: Option<oneshot::Sender<()>>,
+    /// Accepted connections whose first bytes are awaited. Polled here, in the accept
+    /// loop (which axum polls continuously), so a look costs no task.
+    sniffing: FuturesUnordered<BoxFuture<'static, Sniffed>>,
+    realtime: Option<Realtime>,
+}
+
+/// What one turn of the accept loop produced.
+enum Event {
+    Accepted(std::io::Result<(TcpStream, SocketAddr)>),
+    Sniffed(Sniffed),
+    Stop,
 }
 
 impl Listener for Draining {
@@ -145,21 +163,42 @@ impl Listener for Draining {
 
     async fn accept(&mut self) -> (TcpStream, SocketAddr) {
         loop {
-            let Some(listener) = &self.inner else {
-                return std::future::pending().await;
+            let sniffing = !self.sniffing.is_empty();
+            let event = match &self.inner {
+                Some(listener) => tokio::select! {
+                    accepted = listener.accept() => Event::Accepted(accepted),
+                    Some(sniffed) = self.sniffing.next(), if sniffing => Event::Sniffed(sniffed),
+                    _ = self.stop.wait_for(|stop| *stop) => Event::Stop,
+                },
+                // Stopped: what was accepted before still gets served.
+                None if sniffing => match self.sniffing.next().await {
+                    Some(sniffed) => Event::Sniffed(sniffed),
+                    None => continue,
+                },
+                None => return std::future::pending().await,
             };
-            let accepted = tokio::select! {
-                accepted = listener.accept() => Some(accepted),
-                _ = self.stop.wait_for(|stop| *stop) => None,
-            };
-            match accepted {
-                Some(Ok(conn)) => return conn,
-                Some(Err(e)) => {
+            match event {
+                Event::Accepted(Ok((stream, peer))) => {
+                    let Some(realtime) = self.realtime.clone() else {
+                        return (stream, peer);
+                    };
+                    self.sniffing.push(Box::pin(async move {
+                        sniff(stream, peer, |path| realtime.handles_path(path)).await
+                    }));
+                }
+                Event::Accepted(Err(e)) => {
                     // Out of descriptors or a connection reset while queued: not fatal.
                     tracing::warn!(error = %e, "[API] ACCEPT failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                None => {
+                Event::Sniffed(Sniffed::Http(stream, peer)) => return (stream, peer),
+                Event::Sniffed(Sniffed::WebSocket(stream, request)) => {
+                    if let Some(realtime) = &self.realtime {
+                        realtime.take_websocket(request, stream);
+                    }
+                }
+                Event::Sniffed(Sniffed::Gone) => {}
+                Event::Stop => {
                     self.inner = None;
                     if let Some(closed) = self.closed.take() {
                         let _ = closed.send(());

@@ -174,7 +174,7 @@ for server in $SERVERS; do
             --concurrency "$CONCURRENCY" --server-pid "$measured" --label "$label")"; then
             ROWS+=("$row")
         else
-            ROWS+=("| $label | $n | run failed (see stderr) | | | | | |")
+            ROWS+=("| $label | $n | run failed (see stderr) | | | | | | |")
         fi
         stop_server
     done
@@ -183,8 +183,8 @@ done
 {
     echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), Linux $(uname -r), Node $(node --version), $ROUNDS rounds, heartbeat ${PING_INTERVAL_MS}/${PING_TIMEOUT_MS} ms"
     echo
-    echo "| server | N | connect rate | RSS/conn | p50 | p99 | max | delivered |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| server | N | connect rate | RSS/conn | p50 | p99 | max | delivered | CPU per round, server + tool |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     printf '%s\n' "${ROWS[@]}"
 } | tee "$WORK/table.md"
 mkdir -p "$ROOT/bench/out"

@@ -82,7 +82,7 @@ fn run_gateway(
 }
 
 fn run_api(config: btp_config::Config, worker: u16) -> anyhow::Result<()> {
-    limits::limit_malloc_arenas();
+    limits::tune_malloc();
     let launch = supervise::launch_from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

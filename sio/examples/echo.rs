@@ -16,6 +16,10 @@ struct Args {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
+    /// Serve WebSocket requests through hyper only, never straight off a connection's
+    /// first bytes (see `btp_sio::sniff`).
+    #[arg(long)]
+    hyper_upgrades: bool,
 }
 
 #[tokio::main]
@@ -32,6 +36,11 @@ async fn main() -> std::io::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    btp_sio::harness::serve(listener, sio, eio, shutdown).await;
+    let upgrades = if args.hyper_upgrades {
+        btp_sio::harness::Upgrades::Hyper
+    } else {
+        btp_sio::harness::Upgrades::Direct
+    };
+    btp_sio::harness::serve(listener, sio, eio, upgrades, shutdown).await;
     Ok(())
 }

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+use crate::sniff::{sniff, Sniffed};
 use crate::{
     Args, CloseReason, Config, Connection, Cors, EngineHandler, EngineServer, Message, Namespace,
     Server,
@@ -101,8 +102,6 @@ pub fn engine(config: Config) -> EngineServer<Echo> {
     )
 }
 
-/// Serves both servers on `listener` (HTTP/1.1 with upgrades) until `shutdown`
-/// resolves, then shuts both down gracefully.
 /// Answered 200 so the harness can stand behind the btp gateway, whose health checks
 /// probe API workers on this path.
 pub const HEALTH_PATH: &str = "/api/health";
@@ -116,10 +115,24 @@ fn health() -> http::Response<crate::engine::Body> {
     response
 }
 
+/// How the harness takes WebSocket requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Upgrades {
+    /// A connection that opens with a WebSocket request goes straight to the server
+    /// ([`crate::sniff`]), as in the btp API; later ones on a connection go through hyper.
+    #[default]
+    Direct,
+    /// Every request goes through hyper, WebSocket requests included.
+    Hyper,
+}
+
+/// Serves both servers on `listener` (HTTP/1.1 with upgrades) until `shutdown`
+/// resolves, then shuts both down gracefully.
 pub async fn serve(
     listener: TcpListener,
     sio: Server<Value>,
     eio: EngineServer<Echo>,
+    upgrades: Upgrades,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -128,11 +141,29 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = &mut shutdown => break,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let sio = sio.clone();
         let eio = eio.clone();
         tokio::spawn(async move {
+            let stream = match upgrades {
+                Upgrades::Hyper => stream,
+                Upgrades::Direct => {
+                    let ours = |path: &str| sio.handles_path(path) || eio.handles_path(path);
+                    match sniff(stream, peer, ours).await {
+                        Sniffed::Http(stream, _) => stream,
+                        Sniffed::WebSocket(stream, req) if sio.handles_path(req.uri().path()) => {
+                            return sio.handle_websocket(req, stream).await;
+                        }
+                        Sniffed::WebSocket(stream, req) => {
+                            return eio.handle_websocket(req, stream).await;
+                        }
+                        Sniffed::Gone => return,
+                    }
+                }
+            };
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let sio = sio.clone();
                 let eio = eio.clone();

@@ -10,14 +10,18 @@
 //!   connect timeout) and [`socketio::assemble`] (binary packets with attachments). Bytes
 //!   and events in, bytes and events out, time passed as an argument;
 //! * a **thin IO layer** — hyper 1 for long-polling and fastwebsockets for WebSocket
-//!   (upgraded through hyper). One driver task per session (heartbeat and WebSocket
-//!   writes) plus one reader task per WebSocket.
+//!   (upgraded through hyper, or taken straight off a connection's first bytes with
+//!   [`sniff`]). One driver task per session (heartbeat and WebSocket writes) plus one
+//!   reader task per WebSocket.
 //!
 //! ## Using it
 //!
 //! Build a [`Server`] with one [`Namespace`] per namespace, then hand every request whose
 //! path is under [`Config::path`] (default `/socket.io/`) to [`Server::handle`] from a
-//! hyper or axum service (the connection must be served `with_upgrades()`).
+//! hyper or axum service (the connection must be served `with_upgrades()`). A server
+//! that accepts its own connections can also [`sniff::sniff`] each one first and give
+//! one that opens with a WebSocket request to [`Server::handle_websocket`]: such a socket
+//! then keeps nothing of hyper for its life.
 //!
 //! ```no_run
 //! use btp_sio::{Args, Config, ConnectError, Namespace, Server};
@@ -81,6 +85,7 @@ pub mod engine;
 pub mod harness;
 mod metrics;
 mod server;
+pub mod sniff;
 mod socket;
 pub mod socketio;
 

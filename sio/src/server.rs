@@ -400,6 +400,12 @@ impl<D: Send + Sync + 'static> Server<D> {
         self.engine.handle(req).await
     }
 
+    /// Answers a WebSocket request whose head the caller read from `stream` itself (see
+    /// [`EngineServer::handle_websocket`]).
+    pub async fn handle_websocket(&self, req: http::Request<()>, stream: tokio::net::TcpStream) {
+        self.engine.handle_websocket(req, stream).await;
+    }
+
     /// Whether a request path belongs to this server.
     pub fn handles_path(&self, path: &str) -> bool {
         self.engine.handles_path(path)

@@ -299,6 +299,7 @@ impl Server {
         tokio::spawn(btp_api::serve(
             listener,
             app,
+            None,
             async move {
                 let _ = rx.await;
             },

@@ -9,7 +9,10 @@
 //! - broadcast latency: client 0 pushes one op per round with `sync:push`; every other
 //!   client must receive `sync:changes` for it exactly once, and the publisher never.
 //!   Latency is receive time minus the instant the push was written, over all receivers
-//!   and rounds.
+//!   and rounds;
+//! - CPU per round: what the server's process tree and this tool ran from each push to
+//!   its last delivery. They share the machine's cores, so their sum over the cores is a
+//!   floor under the last delivery's latency that no scheduling can beat.
 //!
 //! Prints one markdown table row on stdout (see `bench/sio/run.sh`) and details on
 //! stderr. Every phase is bounded in time; the process exits when done, closing every
@@ -30,7 +33,7 @@ use clap::Parser;
 use tokio::sync::Semaphore;
 
 use client::{Client, Recorder, Target};
-use report::Figures;
+use report::{Figures, RoundCpu};
 
 #[derive(Parser)]
 #[command(
@@ -125,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
     let (rss_connected, processes) = rss::tree_rss(&args.server_pids);
 
     let expected_per_round = receivers.len() as u64;
-    broadcast_rounds(&args, &mut publisher, &recorder, &run, expected_per_round).await?;
+    let cpu = broadcast_rounds(&args, &mut publisher, &recorder, &run, expected_per_round).await?;
     let (rss_after, _) = rss::tree_rss(&args.server_pids);
 
     let figures = Figures {
@@ -146,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         stray: recorder.stray.load(Ordering::Relaxed),
         closed: recorder.closed.load(Ordering::Relaxed),
         connect_failures: failures,
+        cpu,
     };
     eprintln!("{}", figures.details());
     println!("{}", figures.row());
@@ -220,14 +224,17 @@ async fn connect_all(
 }
 
 /// Push one op per round from the publisher and wait (bounded) for its ack and for every
-/// receiver to get the broadcast before the next round.
+/// receiver to get the broadcast before the next round. Returns the CPU time the server
+/// and this tool ran from each push until its last delivery, summed over the rounds.
 async fn broadcast_rounds(
     args: &Args,
     publisher: &mut Client,
     recorder: &Recorder,
     run: &str,
     expected: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<RoundCpu> {
+    let mut cpu = RoundCpu::default();
+    let me = [std::process::id()];
     let session = format!("bench-{run}-0");
     let round_timeout = Duration::from_millis(args.round_timeout_ms);
     let Some(acks) = publisher.acks.as_mut() else {
@@ -237,6 +244,8 @@ async fn broadcast_rounds(
         let ack_id = round as u64;
         let text = protocol::push(ack_id, &session, round);
         let deadline = Instant::now() + round_timeout;
+        let (server_before, tool_before) =
+            (rss::tree_cpu_ns(&args.server_pids), rss::tree_cpu_ns(&me));
         recorder.mark_sent(round);
         client::send_text(&publisher.writer, text)
             .await
@@ -254,6 +263,8 @@ async fn broadcast_rounds(
         while recorder.delivered(round) < expected && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        cpu.server_ns += rss::tree_cpu_ns(&args.server_pids).saturating_sub(server_before);
+        cpu.tool_ns += rss::tree_cpu_ns(&me).saturating_sub(tool_before);
         if recorder.delivered(round) < expected {
             eprintln!(
                 "{}: round {round}: {}/{expected} delivered within {round_timeout:?}",
@@ -263,7 +274,7 @@ async fn broadcast_rounds(
         }
         tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
     }
-    Ok(())
+    Ok(cpu)
 }
 
 /// Register a throw-away user; its token authenticates every client.

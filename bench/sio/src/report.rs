@@ -23,6 +23,16 @@ pub struct Figures {
     pub stray: u64,
     pub closed: u64,
     pub connect_failures: Vec<String>,
+    /// CPU time from each push to its last delivery, summed over the rounds.
+    pub cpu: RoundCpu,
+}
+
+/// CPU time run during broadcast rounds (the server's process tree, and this tool, which
+/// shares the machine's cores with it).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RoundCpu {
+    pub server_ns: u64,
+    pub tool_ns: u64,
 }
 
 impl Figures {
@@ -50,8 +60,15 @@ impl Figures {
         100.0 * self.delivered as f64 / self.expected as f64
     }
 
-    /// `| server | N | connect rate | RSS/conn | p50 | p99 | max | delivered |` — the
-    /// header is printed by `bench/sio/run.sh`, which stacks rows of several runs.
+    /// Mean CPU time per round, server and tool, in nanoseconds.
+    pub fn cpu_per_round(&self) -> (u64, u64) {
+        let rounds = self.rounds.max(1) as u64;
+        (self.cpu.server_ns / rounds, self.cpu.tool_ns / rounds)
+    }
+
+    /// `| server | N | connect rate | RSS/conn | p50 | p99 | max | delivered | CPU per
+    /// round, server + tool |` — the header is printed by `bench/sio/run.sh`, which
+    /// stacks rows of several runs.
     pub fn row(&self) -> String {
         let mut sorted = self.latencies.clone();
         sorted.sort_unstable();
@@ -61,7 +78,7 @@ impl Figures {
             format!("{} ({} connected)", self.requested, self.connected)
         };
         format!(
-            "| {} | {} | {:.0}/s | {:.1} KiB | {} | {} | {} | {:.2} % |",
+            "| {} | {} | {:.0}/s | {:.1} KiB | {} | {} | {} | {:.2} % | {} + {} |",
             self.label,
             n,
             self.connect_rate(),
@@ -70,6 +87,8 @@ impl Figures {
             ms(percentile(&sorted, 99.0)),
             ms(sorted.last().copied()),
             self.delivered_percent(),
+            ms(Some(self.cpu_per_round().0)),
+            ms(Some(self.cpu_per_round().1)),
         )
     }
 
@@ -155,13 +174,17 @@ mod tests {
             stray: 0,
             closed: 0,
             connect_failures: Vec::new(),
+            cpu: RoundCpu {
+                server_ns: 4_000_000,
+                tool_ns: 2_500_000,
+            },
         };
         assert_eq!(figures.rss_per_connection(), 10_240.0);
         assert_eq!(figures.connect_rate(), 5.0);
         assert_eq!(figures.delivered_percent(), 100.0);
         assert_eq!(
             figures.row(),
-            "| x | 10 | 5/s | 10.0 KiB | 1.0 ms | 3.0 ms | 3.0 ms | 100.00 % |"
+            "| x | 10 | 5/s | 10.0 KiB | 1.0 ms | 3.0 ms | 3.0 ms | 100.00 % | 4.0 ms + 2.5 ms |"
         );
     }
 }

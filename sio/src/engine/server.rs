@@ -8,21 +8,31 @@
 //! the timer. Everything else (emits, broadcasts, acks) only touches the session's state
 //! under a short mutex and wakes the driver or the pending GET — no task per message, no
 //! task per timer.
+//!
+//! A WebSocket request comes either through hyper ([`EngineServer::handle`], the `101`
+//! written by hyper and the socket taken from its upgrade) or straight off a connection
+//! whose head the application read itself ([`EngineServer::handle_websocket`], the `101`
+//! or the refusal written here). The session is the same either way.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use fastwebsockets::{OpCode, Payload, WebSocketError};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,7 +44,6 @@ use crate::config::Config;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::socketio::packet::Encoded;
 
-type Io = TokioIo<Upgraded>;
 type WsReader = fastwebsockets::WebSocketRead<tokio::io::ReadHalf<Io>>;
 type WsWriter = fastwebsockets::WebSocketWrite<tokio::io::WriteHalf<Io>>;
 
@@ -157,7 +166,36 @@ impl<H: EngineHandler> EngineServer<H> {
 
     /// Answers one HTTP request under the server's path: a handshake, a long-polling
     /// GET or POST, a WebSocket connect or upgrade, or a CORS preflight.
-    pub async fn handle<B>(&self, mut req: Request<B>) -> Response<Body>
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.route(req, &mut None).await
+    }
+
+    /// Answers a WebSocket request (connect or upgrade) whose head the caller read from
+    /// `stream` itself, leaving none of it unread: the answer is written on `stream` — a
+    /// `101` and the session runs on it, or an error and the connection is closed.
+    ///
+    /// For servers that look at a connection's first request before handing it to an
+    /// HTTP server: a WebSocket taken this way keeps nothing of the HTTP server (hyper
+    /// keeps the upgraded connection boxed, with its read-ahead buffer, for the
+    /// socket's life). [`EngineServer::handle`] serves the same requests through hyper.
+    pub async fn handle_websocket(&self, req: Request<()>, stream: TcpStream) {
+        let mut bare = Some(stream);
+        let response = self
+            .route(req.map(|()| Empty::<Bytes>::new()), &mut bare)
+            .await;
+        if let Some(mut stream) = bare {
+            let limit = self.shared.config.ping_timeout;
+            let _ = tokio::time::timeout(limit, write_refusal(&mut stream, response)).await;
+        }
+    }
+
+    /// [`EngineServer::handle`]; a WebSocket request answered `101` takes its socket
+    /// from `bare` when given, else from hyper's upgrade.
+    async fn route<B>(&self, mut req: Request<B>, bare: &mut Option<TcpStream>) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -190,14 +228,14 @@ impl<H: EngineHandler> EngineServer<H> {
             }
             return match transport {
                 Transport::Polling => self.polling_handshake(&cors),
-                Transport::WebSocket => self.websocket_handshake(&mut req, &cors),
+                Transport::WebSocket => self.websocket_handshake(&mut req, &cors, bare),
             };
         };
         let Some(conn) = read_sessions(shared).get(sid).cloned() else {
             return h::bad_request(ErrorCode::UnknownSid, &cors);
         };
         match (transport, req.method()) {
-            (Transport::WebSocket, _) => self.websocket_upgrade(conn, &mut req, &cors),
+            (Transport::WebSocket, _) => self.websocket_upgrade(conn, &mut req, &cors, bare),
             (Transport::Polling, &Method::GET) => poll(conn, &cors).await,
             (Transport::Polling, &Method::POST) => post(conn, req.into_body(), &cors).await,
             _ => h::bad_request(ErrorCode::BadRequest, &cors),
@@ -214,16 +252,24 @@ impl<H: EngineHandler> EngineServer<H> {
         h::text(packet::encode_payload(&[open]), cors)
     }
 
-    fn websocket_handshake<B>(&self, req: &mut Request<B>, cors: &CorsHeaders) -> Response<Body> {
+    fn websocket_handshake<B>(
+        &self,
+        req: &mut Request<B>,
+        cors: &CorsHeaders,
+        bare: &mut Option<TcpStream>,
+    ) -> Response<Body> {
         if self.shared.closing.load(Ordering::Acquire) {
             return h::error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Forbidden, cors);
         }
         let Ok((response, upgrade)) = fastwebsockets::upgrade::upgrade(req) else {
             return h::bad_request(ErrorCode::BadRequest, cors);
         };
+        let socket = Socket::new(upgrade, &response, bare, self.shared.config.ping_timeout);
         let shared = Arc::clone(&self.shared);
         self.shared.tasks.spawn(async move {
-            let Ok(ws) = upgrade.await else { return };
+            let Some(ws) = socket.open().await else {
+                return;
+            };
             let Some(conn) = shared.create(Transport::WebSocket) else {
                 return;
             };
@@ -242,6 +288,7 @@ impl<H: EngineHandler> EngineServer<H> {
         conn: Arc<Connection<H>>,
         req: &mut Request<B>,
         cors: &CorsHeaders,
+        bare: &mut Option<TcpStream>,
     ) -> Response<Body> {
         if lock(&conn.state).begin_upgrade().is_err() {
             return h::bad_request(ErrorCode::BadRequest, cors);
@@ -250,11 +297,12 @@ impl<H: EngineHandler> EngineServer<H> {
             lock(&conn.state).abort_upgrade();
             return h::bad_request(ErrorCode::BadRequest, cors);
         };
+        let socket = Socket::new(upgrade, &response, bare, self.shared.config.ping_timeout);
         // A GET waiting on this session answers `noop` now that the client upgrades.
         conn.wake_poll.notify_one();
         let shared = Arc::clone(&self.shared);
         self.shared.tasks.spawn(async move {
-            let Ok(ws) = upgrade.await else {
+            let Some(ws) = socket.open().await else {
                 lock(&conn.state).abort_upgrade();
                 return;
             };
@@ -552,7 +600,174 @@ where
     h::text(Bytes::from_static(b"ok"), cors)
 }
 
-fn split(ws: fastwebsockets::WebSocket<Io>, max_payload: u64) -> (WsReader, WsWriter) {
+/// The byte stream under a session's WebSocket.
+enum Io {
+    /// A connection hyper served, then upgraded.
+    Upgraded(TokioIo<Upgraded>),
+    /// A connection whose request the application read itself
+    /// ([`EngineServer::handle_websocket`]).
+    Tcp(TcpStream),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
+            Io::Tcp(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Upgraded(io) => Pin::new(io).poll_write(cx, buf),
+            Io::Tcp(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Upgraded(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Io::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Upgraded(io) => io.is_write_vectored(),
+            Io::Tcp(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Upgraded(io) => Pin::new(io).poll_flush(cx),
+            Io::Tcp(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Upgraded(io) => Pin::new(io).poll_shutdown(cx),
+            Io::Tcp(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Where the socket of a WebSocket request answered `101` comes from.
+enum Socket {
+    /// hyper writes the answer, then hands over the upgraded connection.
+    Hyper(fastwebsockets::upgrade::UpgradeFut),
+    /// The caller's connection: the answer's head is written on it here, within
+    /// `limit`.
+    Bare {
+        stream: TcpStream,
+        head: Vec<u8>,
+        limit: Duration,
+    },
+}
+
+impl Socket {
+    fn new<T>(
+        upgrade: fastwebsockets::upgrade::UpgradeFut,
+        response: &Response<T>,
+        bare: &mut Option<TcpStream>,
+        limit: Duration,
+    ) -> Socket {
+        match bare.take() {
+            Some(stream) => Socket::Bare {
+                stream,
+                head: response_head(response),
+                limit,
+            },
+            None => Socket::Hyper(upgrade),
+        }
+    }
+
+    async fn open(self) -> Option<fastwebsockets::WebSocket<Io>> {
+        let io = match self {
+            Socket::Hyper(upgrade) => Io::Upgraded(upgrade.await.ok()?.into_inner()),
+            Socket::Bare {
+                mut stream,
+                head,
+                limit,
+            } => {
+                tokio::time::timeout(limit, stream.write_all(&head))
+                    .await
+                    .ok()?
+                    .ok()?;
+                // Frames are small and latency-bound.
+                let _ = stream.set_nodelay(true);
+                Io::Tcp(stream)
+            }
+        };
+        Some(fastwebsockets::WebSocket::after_handshake(
+            io,
+            fastwebsockets::Role::Server,
+        ))
+    }
+}
+
+/// The HTTP/1.1 head of `response`.
+fn response_head<T>(response: &Response<T>) -> Vec<u8> {
+    let status = response.status();
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Writes a refused WebSocket request's answer whole, then closes the connection.
+async fn write_refusal(stream: &mut TcpStream, mut response: Response<Body>) -> io::Result<()> {
+    let body = match std::mem::replace(response.body_mut(), h::full(Bytes::new()))
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_LENGTH, body.len().into());
+    if let Ok(date) = http::HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
+        headers.insert(http::header::DATE, date);
+    }
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    stream.write_all(&response_head(&response)).await?;
+    stream.write_all(&body).await?;
+    stream.shutdown().await
+}
+
+fn split(mut ws: fastwebsockets::WebSocket<Io>, max_payload: u64) -> (WsReader, WsWriter) {
+    // Every frame with a payload goes out as one `writev` of its head and payload.
+    // Below the threshold fastwebsockets copies a frame into a buffer of the writer's
+    // that keeps the size of the largest such frame for the socket's whole life.
+    ws.set_writev_threshold(0);
     let (mut reader, writer) = ws.split(tokio::io::split);
     // Control frames are handled here (a close ends the session; pings are not
     // answered at the WebSocket level, Engine.IO has its own heartbeat).
@@ -743,6 +958,9 @@ async fn drive<H: EngineHandler>(conn: Arc<Connection<H>>, mut writer: Option<Ws
                 conn.close_with(CloseReason::TransportError);
                 return;
             }
+            // Freed, not kept: between bursts a session holds no queue memory (the
+            // outbox it was swapped with is unallocated too, see `drain_into`).
+            batch = VecDeque::new();
         }
         if closed {
             if let Some(ws) = writer.as_mut() {

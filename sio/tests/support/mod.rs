@@ -56,7 +56,8 @@ fn start_harness() -> String {
             let sio = btp_sio::harness::socketio(config.clone());
             let eio = btp_sio::harness::engine(config);
             tx.send(addr.to_string()).expect("report address");
-            btp_sio::harness::serve(listener, sio, eio, std::future::pending()).await;
+            let upgrades = btp_sio::harness::Upgrades::default();
+            btp_sio::harness::serve(listener, sio, eio, upgrades, std::future::pending()).await;
         });
     });
     rx.recv().expect("harness address")
