@@ -3,6 +3,9 @@
 //! hyper still works, nothing the client sent after its head is lost, and a refused
 //! request gets the same JSON error as through hyper, then the connection closes.
 //! The conformance suite runs whole on this path too (the in-process harness takes it).
+//!
+//! Also here, because it needs a raw socket: a frame that arrives in pieces while the
+//! session's driver is woken in between (to write a heartbeat ping) arrives whole.
 
 use std::time::Duration;
 
@@ -160,4 +163,38 @@ async fn an_upgrade_from_polling_is_taken_directly_too() {
     ws.write_all(&client_text("5")).await.expect("upgrade");
     ws.write_all(&client_text("4after")).await.expect("message");
     assert!(read_until(&mut ws, &mut got, b"4after").await, "{got:?}");
+}
+
+#[tokio::test]
+async fn a_frame_split_around_a_heartbeat_ping_arrives_whole() {
+    let addr = harness(Upgrades::Direct).await;
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let head = upgrade_head("/engine.io/?EIO=4&transport=websocket");
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    assert!(read_until(&mut stream, &mut got, b"\"maxPayload\"").await);
+    // A 200-byte message: 16-bit extended length, zero mask key.
+    let message = format!("4{}", "x".repeat(199));
+    let mut frame = vec![0x81, 0x80 | 126, 0, 200, 0, 0, 0, 0];
+    frame.extend_from_slice(message.as_bytes());
+    // The first two bytes, then a pause past the first ping (300 ms after the open
+    // packet), then the rest and the pong.
+    stream.write_all(&frame[..2]).await.expect("write");
+    let mut ping = Vec::new();
+    assert!(
+        read_until(&mut stream, &mut ping, &[0x81, 0x01, b'2']).await,
+        "the ping: {ping:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stream.write_all(&frame[2..5]).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stream.write_all(&frame[5..]).await.expect("write");
+    stream.write_all(&client_text("3")).await.expect("pong");
+    let mut echo = Vec::new();
+    assert!(
+        read_until(&mut stream, &mut echo, message.as_bytes()).await,
+        "the echo: {:?}",
+        String::from_utf8_lossy(&echo)
+    );
 }

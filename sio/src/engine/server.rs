@@ -1,13 +1,14 @@
 //! The Engine.IO IO layer: routes HTTP requests (handshake, long-polling GET and POST,
 //! WebSocket connect and upgrade), keeps the session registry, and runs each session.
 //!
-//! Per session there is one *driver* task: it owns the heartbeat timer and, once the
-//! session is on WebSocket, the write half of the socket, draining the session's outbox
-//! into frames. A WebSocket session has a second task, its *reader*, because a
-//! fastwebsockets read cannot be cancelled mid-frame and so cannot share a `select!` with
-//! the timer. Everything else (emits, broadcasts, acks) only touches the session's state
-//! under a short mutex and wakes the driver or the pending GET — no task per message, no
-//! task per timer.
+//! Per session there is one task, its *driver*: it owns the heartbeat timer and, once
+//! the session is on WebSocket, the socket, reading frames into the session and draining
+//! the session's outbox into frames. The read of the next frame is one future kept
+//! across the driver's loop and polled in its `select!` with the timer and the wake-up,
+//! never dropped mid-session: a fastwebsockets read dropped at an await would lose the
+//! bytes of a frame it had consumed so far. Everything else
+//! (emits, broadcasts, acks) only touches the session's state under a short mutex and
+//! wakes the driver or the pending GET — no task per message, no task per timer.
 //!
 //! A WebSocket request comes either through hyper ([`EngineServer::handle`], the `101`
 //! written by hyper and the socket taken from its upgrade) or straight off a connection
@@ -93,13 +94,14 @@ pub(crate) struct Shared<H: EngineHandler> {
 pub struct Connection<H: EngineHandler> {
     sid: Arc<str>,
     state: Mutex<SessionState>,
-    /// Wakes the driver: new output on WebSocket, a deadline moved, the writer handed
+    /// Wakes the driver: new output on WebSocket, a deadline moved, the socket handed
     /// over, the session closed.
     wake_driver: Notify,
     /// Wakes the pending long-polling GET.
     wake_poll: Notify,
     closed: CancellationToken,
-    handoff: Mutex<Option<WsWriter>>,
+    /// The WebSocket of a finished upgrade, for the driver.
+    handoff: Mutex<Option<Box<Ws>>>,
     shared: Arc<Shared<H>>,
     app: H::State,
 }
@@ -275,10 +277,9 @@ impl<H: EngineHandler> EngineServer<H> {
             };
             let open = shared.handshake_frame(&conn.sid, &[]);
             lock(&conn.state).push(open);
-            let (reader, writer) = split(ws, shared.config.max_payload);
-            shared.tasks.spawn(drive(Arc::clone(&conn), Some(writer)));
+            let ws = split(ws, shared.config.max_payload);
             shared.handler.on_open(&conn);
-            read_loop(conn, reader).await;
+            drive(conn, Some(ws)).await;
         });
         response.map(|_| h::full(Bytes::new()))
     }
@@ -306,24 +307,26 @@ impl<H: EngineHandler> EngineServer<H> {
                 lock(&conn.state).abort_upgrade();
                 return;
             };
-            let (mut reader, mut writer) = split(ws, shared.config.max_payload);
+            let mut ws = split(ws, shared.config.max_payload);
             let upgraded = tokio::time::timeout(
                 shared.config.upgrade_timeout,
-                probe(&conn, &mut reader, &mut writer),
+                probe(&conn, &mut ws.reader, &mut ws.writer),
             )
             .await
             .unwrap_or(false);
             if !upgraded {
                 lock(&conn.state).abort_upgrade();
-                let _ = writer
+                let _ = ws
+                    .writer
                     .write_frame(fastwebsockets::Frame::close(1000, b""))
                     .await;
                 return;
             }
-            *lock(&conn.handoff) = Some(writer);
+            // The session's driver (running since the polling handshake) takes the
+            // socket over; this task ends.
+            *lock(&conn.handoff) = Some(ws);
             conn.wake_driver.notify_one();
             conn.wake_poll.notify_one();
-            read_loop(conn, reader).await;
         });
         response.map(|_| h::full(Bytes::new()))
     }
@@ -763,7 +766,15 @@ async fn write_refusal(stream: &mut TcpStream, mut response: Response<Body>) -> 
     stream.shutdown().await
 }
 
-fn split(mut ws: fastwebsockets::WebSocket<Io>, max_payload: u64) -> (WsReader, WsWriter) {
+/// A session's WebSocket: both halves, for its driver. Passed around boxed: an async
+/// fn keeps its arguments in its future for as long as it runs, so each unboxed hand-over
+/// would keep another copy of these in the session's task for the socket's life.
+struct Ws {
+    reader: WsReader,
+    writer: WsWriter,
+}
+
+fn split(mut ws: fastwebsockets::WebSocket<Io>, max_payload: u64) -> Box<Ws> {
     // Every frame with a payload goes out as one `writev` of its head and payload.
     // Below the threshold fastwebsockets copies a frame into a buffer of the writer's
     // that keeps the size of the largest such frame for the socket's whole life.
@@ -777,7 +788,7 @@ fn split(mut ws: fastwebsockets::WebSocket<Io>, max_payload: u64) -> (WsReader, 
         .unwrap_or(usize::MAX)
         .saturating_add(1);
     reader.set_max_message_size(max);
-    (reader, writer)
+    Box::new(Ws { reader, writer })
 }
 
 async fn no_obligated_send(_frame: fastwebsockets::Frame<'_>) -> Result<(), Infallible> {
@@ -841,73 +852,74 @@ async fn probe<H: EngineHandler>(
     }
 }
 
-/// The WebSocket reader of a session: frames in, packets to the session.
-async fn read_loop<H: EngineHandler>(conn: Arc<Connection<H>>, mut reader: WsReader) {
-    let max = usize::try_from(conn.shared.config.max_payload).unwrap_or(usize::MAX);
-    let mut fragments: Option<(OpCode, BytesMut)> = None;
+/// A WebSocket message being reassembled from fragments.
+type Fragments = Option<(OpCode, BytesMut)>;
+
+/// One frame read off a session's WebSocket, owned.
+struct Received {
+    opcode: OpCode,
+    fin: bool,
+    payload: Bytes,
+}
+
+/// Reads the next frame. It owns the reader, and hands it back, so that the driver can
+/// keep this future across its loop.
+async fn next_frame(mut reader: WsReader) -> (WsReader, Result<Received, CloseReason>) {
     let mut send = no_obligated_send;
-    loop {
-        let frame = tokio::select! {
-            frame = reader.read_frame(&mut send) => frame,
-            _ = conn.closed.cancelled() => return,
-        };
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(error) => {
-                conn.close_with(read_error_reason(&error));
-                return;
+    let frame = match reader.read_frame(&mut send).await {
+        Ok(frame) => Ok(Received {
+            opcode: frame.opcode,
+            fin: frame.fin,
+            payload: payload_bytes(frame.payload),
+        }),
+        Err(error) => Err(read_error_reason(&error)),
+    };
+    (reader, frame)
+}
+
+/// One frame read from a session's WebSocket, into the session. `Err` ends the session
+/// with that reason.
+fn on_frame<H: EngineHandler>(
+    conn: &Arc<Connection<H>>,
+    fragments: &mut Fragments,
+    frame: Received,
+) -> Result<(), CloseReason> {
+    let (opcode, payload) = match frame.opcode {
+        OpCode::Text | OpCode::Binary if fragments.is_none() => {
+            if frame.fin {
+                (frame.opcode, frame.payload)
+            } else {
+                *fragments = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
+                return Ok(());
             }
-        };
-        let (opcode, payload) = match frame.opcode {
-            OpCode::Text | OpCode::Binary if fragments.is_none() => {
-                if frame.fin {
-                    (frame.opcode, payload_bytes(frame.payload))
-                } else {
-                    fragments = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
-                    continue;
-                }
-            }
-            OpCode::Continuation if fragments.is_some() => {
-                let Some((opcode, mut buf)) = fragments.take() else {
-                    continue;
-                };
-                buf.extend_from_slice(&frame.payload);
-                if buf.len() > max {
-                    conn.close_with(CloseReason::PayloadTooLarge);
-                    return;
-                }
-                if !frame.fin {
-                    fragments = Some((opcode, buf));
-                    continue;
-                }
-                (opcode, buf.freeze())
-            }
-            OpCode::Close => {
-                conn.close_with(CloseReason::TransportClose);
-                return;
-            }
-            OpCode::Ping | OpCode::Pong => continue,
-            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                conn.close_with(CloseReason::TransportError);
-                return;
-            }
-        };
-        let packet = if opcode == OpCode::Text {
-            match packet::decode_text(payload) {
-                Ok(packet) => packet,
-                Err(_) => {
-                    conn.close_with(CloseReason::ParseError);
-                    return;
-                }
-            }
-        } else {
-            Packet::Message(Message::Binary(payload))
-        };
-        if let Err(reason) = conn.receive(packet) {
-            conn.close_with(reason);
-            return;
         }
-    }
+        OpCode::Continuation if fragments.is_some() => {
+            let Some((opcode, mut buf)) = fragments.take() else {
+                return Ok(());
+            };
+            buf.extend_from_slice(&frame.payload);
+            let max = usize::try_from(conn.shared.config.max_payload).unwrap_or(usize::MAX);
+            if buf.len() > max {
+                return Err(CloseReason::PayloadTooLarge);
+            }
+            if !frame.fin {
+                *fragments = Some((opcode, buf));
+                return Ok(());
+            }
+            (opcode, buf.freeze())
+        }
+        OpCode::Close => return Err(CloseReason::TransportClose),
+        OpCode::Ping | OpCode::Pong => return Ok(()),
+        OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+            return Err(CloseReason::TransportError)
+        }
+    };
+    let packet = if opcode == OpCode::Text {
+        packet::decode_text(payload).map_err(|_| CloseReason::ParseError)?
+    } else {
+        Packet::Message(Message::Binary(payload))
+    };
+    conn.receive(packet)
 }
 
 async fn write_batch(
@@ -927,23 +939,65 @@ async fn write_batch(
 /// How long the final close frame may take to write.
 const CLOSE_FRAME_LIMIT: Duration = Duration::from_secs(1);
 
-/// The session's driver: heartbeat timer, and on WebSocket the writer.
-async fn drive<H: EngineHandler>(conn: Arc<Connection<H>>, mut writer: Option<WsWriter>) {
+/// The session's driver: the heartbeat timer, and once the session is on WebSocket the
+/// socket, both ways.
+async fn drive<H: EngineHandler>(conn: Arc<Connection<H>>, ws: Option<Box<Ws>>) {
+    let ws = match ws {
+        Some(ws) => ws,
+        None => match drive_polling(&conn).await {
+            Some(ws) => ws,
+            None => return,
+        },
+    };
+    drive_websocket(&conn, ws).await;
+}
+
+/// A long-polling session's heartbeat (its pending GET carries the pings), until the
+/// session ends (`None`) or an upgrade hands over its WebSocket.
+async fn drive_polling<H: EngineHandler>(conn: &Arc<Connection<H>>) -> Option<Box<Ws>> {
+    loop {
+        let notified = conn.wake_driver.notified();
+        let deadline = {
+            let state = lock(&conn.state);
+            // Taken even if the session just closed: it then gets its close frame.
+            if state.transport() == Transport::WebSocket {
+                if let Some(ws) = lock(&conn.handoff).take() {
+                    return Some(ws);
+                }
+            }
+            if state.is_closed() {
+                return None;
+            }
+            state.deadline()
+        };
+        tokio::select! {
+            _ = until(deadline) => on_deadline(conn),
+            _ = notified => {}
+        }
+    }
+}
+
+/// A WebSocket session: frames in, the outbox out, the heartbeat, until the session ends.
+///
+/// The read of the next frame is one future kept across the loop, so a wake-up to write
+/// does not touch the read side; a frame that arrives while a batch is written waits in
+/// the socket until the write is done.
+async fn drive_websocket<H: EngineHandler>(conn: &Arc<Connection<H>>, ws: Box<Ws>) {
     let write_limit = conn.shared.config.ping_interval + conn.shared.config.ping_timeout;
+    // Unboxed in a call of its own, so that the box is freed now, not when this
+    // function returns.
+    let Ws { reader, mut writer } = unbox(ws);
+    let mut read = std::pin::pin!(next_frame(reader));
+    let mut fragments: Fragments = None;
     let mut batch = VecDeque::new();
     loop {
         let notified = conn.wake_driver.notified();
         let (deadline, closed) = {
             let mut state = lock(&conn.state);
-            if writer.is_none() && state.transport() == Transport::WebSocket {
-                writer = lock(&conn.handoff).take();
-            }
-            if writer.is_some() {
-                state.drain_into(&mut batch);
-            }
+            state.drain_into(&mut batch);
             (state.deadline(), state.is_closed())
         };
-        if let Some(ws) = writer.as_mut() {
+        if !batch.is_empty() {
             // A peer that stops reading must not stall the heartbeat forever: a batch
             // that cannot be written within one heartbeat period ends the session.
             // Boxed: the write future is several times the size of the rest of this
@@ -951,7 +1005,7 @@ async fn drive<H: EngineHandler>(conn: Arc<Connection<H>>, mut writer: Option<Ws
             // life, though most sessions spend it idle.
             let written = Box::pin(tokio::time::timeout(
                 write_limit,
-                write_batch(ws, &mut batch),
+                write_batch(&mut writer, &mut batch),
             ))
             .await;
             if !matches!(written, Ok(Ok(()))) {
@@ -963,31 +1017,50 @@ async fn drive<H: EngineHandler>(conn: Arc<Connection<H>>, mut writer: Option<Ws
             batch = VecDeque::new();
         }
         if closed {
-            if let Some(ws) = writer.as_mut() {
-                let close = ws.write_frame(fastwebsockets::Frame::close(1000, b""));
-                let _ = Box::pin(tokio::time::timeout(CLOSE_FRAME_LIMIT, close)).await;
-            }
+            let close = writer.write_frame(fastwebsockets::Frame::close(1000, b""));
+            let _ = Box::pin(tokio::time::timeout(CLOSE_FRAME_LIMIT, close)).await;
             return;
         }
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = sleep => {
-                let (reason, transport) = {
-                    let mut state = lock(&conn.state);
-                    (state.on_timer(Instant::now()), state.transport())
-                };
-                match reason {
-                    Some(reason) => conn.close_with(reason),
-                    None if transport == Transport::Polling => conn.wake_poll.notify_one(),
-                    None => {}
+            (reader, frame) = &mut read => {
+                // Set before anything else: a finished read is never polled again.
+                read.set(next_frame(reader));
+                if let Err(reason) = frame.and_then(|f| on_frame(conn, &mut fragments, f)) {
+                    conn.close_with(reason);
                 }
             }
+            _ = until(deadline) => on_deadline(conn),
             _ = notified => {}
         }
+    }
+}
+
+#[expect(
+    clippy::boxed_local,
+    reason = "taking the box by value is the point: it is freed on return"
+)]
+fn unbox(ws: Box<Ws>) -> Ws {
+    *ws
+}
+
+/// Resolves at `deadline`, or never.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The heartbeat deadline passed: a ping is due (a pending GET takes it), or the session
+/// ends.
+fn on_deadline<H: EngineHandler>(conn: &Arc<Connection<H>>) {
+    let (reason, transport) = {
+        let mut state = lock(&conn.state);
+        (state.on_timer(Instant::now()), state.transport())
+    };
+    match reason {
+        Some(reason) => conn.close_with(reason),
+        None if transport == Transport::Polling => conn.wake_poll.notify_one(),
+        None => {}
     }
 }
