@@ -11,8 +11,7 @@
 //!   and events in, bytes and events out, time passed as an argument;
 //! * a **thin IO layer** — hyper 1 for long-polling and fastwebsockets for WebSocket
 //!   (upgraded through hyper, or taken straight off a connection's first bytes with
-//!   [`sniff`]). One driver task per session (heartbeat and WebSocket writes) plus one
-//!   reader task per WebSocket.
+//!   [`sniff`]). One task per session: the heartbeat, and on WebSocket both directions.
 //!
 //! ## Using it
 //!
