@@ -266,10 +266,10 @@ impl<H: EngineHandler> EngineServer<H> {
         let Ok((response, upgrade)) = fastwebsockets::upgrade::upgrade(req) else {
             return h::bad_request(ErrorCode::BadRequest, cors);
         };
-        let socket = Socket::new(upgrade, &response, bare, self.shared.config.ping_timeout);
+        let upgrading = Upgrading::new(upgrade, &response, bare, self.shared.config.ping_timeout);
         let shared = Arc::clone(&self.shared);
         self.shared.tasks.spawn(async move {
-            let Some(ws) = socket.open().await else {
+            let Some(ws) = upgrading.open().await else {
                 return;
             };
             let Some(conn) = shared.create(Transport::WebSocket) else {
@@ -298,12 +298,12 @@ impl<H: EngineHandler> EngineServer<H> {
             lock(&conn.state).abort_upgrade();
             return h::bad_request(ErrorCode::BadRequest, cors);
         };
-        let socket = Socket::new(upgrade, &response, bare, self.shared.config.ping_timeout);
+        let upgrading = Upgrading::new(upgrade, &response, bare, self.shared.config.ping_timeout);
         // A GET waiting on this session answers `noop` now that the client upgrades.
         conn.wake_poll.notify_one();
         let shared = Arc::clone(&self.shared);
         self.shared.tasks.spawn(async move {
-            let Some(ws) = socket.open().await else {
+            let Some(ws) = upgrading.open().await else {
                 lock(&conn.state).abort_upgrade();
                 return;
             };
@@ -671,7 +671,7 @@ impl AsyncWrite for Io {
 }
 
 /// Where the socket of a WebSocket request answered `101` comes from.
-enum Socket {
+enum Upgrading {
     /// hyper writes the answer, then hands over the upgraded connection.
     Hyper(fastwebsockets::upgrade::UpgradeFut),
     /// The caller's connection: the answer's head is written on it here, within
@@ -683,27 +683,27 @@ enum Socket {
     },
 }
 
-impl Socket {
+impl Upgrading {
     fn new<T>(
         upgrade: fastwebsockets::upgrade::UpgradeFut,
         response: &Response<T>,
         bare: &mut Option<TcpStream>,
         limit: Duration,
-    ) -> Socket {
+    ) -> Upgrading {
         match bare.take() {
-            Some(stream) => Socket::Bare {
+            Some(stream) => Upgrading::Bare {
                 stream,
                 head: response_head(response),
                 limit,
             },
-            None => Socket::Hyper(upgrade),
+            None => Upgrading::Hyper(upgrade),
         }
     }
 
     async fn open(self) -> Option<fastwebsockets::WebSocket<Io>> {
         let io = match self {
-            Socket::Hyper(upgrade) => Io::Upgraded(upgrade.await.ok()?.into_inner()),
-            Socket::Bare {
+            Upgrading::Hyper(upgrade) => Io::Upgraded(upgrade.await.ok()?.into_inner()),
+            Upgrading::Bare {
                 mut stream,
                 head,
                 limit,
@@ -744,24 +744,24 @@ fn response_head<T>(response: &Response<T>) -> Vec<u8> {
 }
 
 /// Writes a refused WebSocket request's answer whole, then closes the connection.
-async fn write_refusal(stream: &mut TcpStream, mut response: Response<Body>) -> io::Result<()> {
-    let body = match std::mem::replace(response.body_mut(), h::full(Bytes::new()))
-        .collect()
-        .await
-    {
+async fn write_refusal(stream: &mut TcpStream, response: Response<Body>) -> io::Result<()> {
+    let (mut head, body) = response.into_parts();
+    let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(never) => match never {},
     };
-    let headers = response.headers_mut();
-    headers.insert(http::header::CONTENT_LENGTH, body.len().into());
+    head.headers
+        .insert(http::header::CONTENT_LENGTH, body.len().into());
     if let Ok(date) = http::HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
-        headers.insert(http::header::DATE, date);
+        head.headers.insert(http::header::DATE, date);
     }
-    headers.insert(
+    head.headers.insert(
         http::header::CONNECTION,
         http::HeaderValue::from_static("close"),
     );
-    stream.write_all(&response_head(&response)).await?;
+    stream
+        .write_all(&response_head(&Response::from_parts(head, ())))
+        .await?;
     stream.write_all(&body).await?;
     stream.shutdown().await
 }
