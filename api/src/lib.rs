@@ -21,5 +21,5 @@ pub mod sync;
 
 pub use bus::{Bus, ChangeBatch};
 pub use error::ApiError;
-pub use server::{app, run, run_with, serve, Launch};
+pub use server::{app, run, run_with, serve, Inbound, Launch};
 pub use state::{AppState, Options};

@@ -117,11 +117,68 @@ impl Realtime {
         tokio::spawn(async move { server.handle_websocket(request, stream).await });
     }
 
+    /// Serve a WebSocket connection the gateway handed over (`btp_handoff`) on a task of
+    /// its own, as [`Realtime::take_websocket`] serves one read here; the gateway's
+    /// response headers go on the answer. A handoff that is not a whole WebSocket upgrade
+    /// on this server's path is closed unanswered (the gateway only hands those over).
+    pub fn take_handoff(&self, handoff: btp_handoff::Handoff) {
+        let btp_handoff::Handoff {
+            stream,
+            head,
+            response_headers,
+        } = handoff;
+        let request = match btp_sio::sniff::websocket_upgrade(&head) {
+            Some((request, len))
+                if len == head.len() && self.handles_path(request.uri().path()) =>
+            {
+                request
+            }
+            _ => {
+                tracing::warn!("[REALTIME] HANDOFF refused: not a WebSocket upgrade on {PATH}");
+                return;
+            }
+        };
+        let Some(headers) = header_lines(&response_headers) else {
+            tracing::warn!("[REALTIME] HANDOFF refused: malformed response headers");
+            return;
+        };
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "[REALTIME] HANDOFF socket unusable");
+                return;
+            }
+        };
+        let server = self.server.clone();
+        tokio::spawn(async move { server.handle_websocket_with(request, stream, headers).await });
+    }
+
     /// Close every session in order (Engine.IO `close`), so clients reconnect at once
     /// (to another worker, or to this one once it is back).
     pub async fn shutdown(&self) {
         self.server.shutdown().await;
     }
+}
+
+/// A header section (`Name: value\r\n` lines and the empty line) as a map (pure).
+fn header_lines(block: &[u8]) -> Option<http::HeaderMap> {
+    let mut parsed = [httparse::EMPTY_HEADER; 32];
+    let httparse::Status::Complete((_, headers)) =
+        httparse::parse_headers(block, &mut parsed).ok()?
+    else {
+        return None;
+    };
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        map.append(
+            http::HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+            http::HeaderValue::from_bytes(h.value).ok()?,
+        );
+    }
+    Some(map)
 }
 
 fn namespace(state: AppState) -> Namespace<Peer> {
@@ -336,5 +393,24 @@ impl Collector for SocketCollector {
         families.extend(self.events_in.collect());
         families.extend(self.events_out.collect());
         families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_lines;
+
+    #[test]
+    fn the_gateways_header_section_becomes_a_map_and_anything_else_is_refused() {
+        let map = header_lines(b"X-Request-Id: r-1\r\nX-Content-Type-Options: nosniff\r\n\r\n")
+            .expect("a header section");
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["x-request-id"], "r-1");
+        assert_eq!(map["x-content-type-options"], "nosniff");
+        assert_eq!(header_lines(b"\r\n").map(|m| m.len()), Some(0));
+        // Not ended by the empty line, not a header, a value with a control character.
+        assert!(header_lines(b"X-Request-Id: r-1\r\n").is_none());
+        assert!(header_lines(b"no colon here\r\n\r\n").is_none());
+        assert!(header_lines(b"X-A: a\x01b\r\n\r\n").is_none());
     }
 }

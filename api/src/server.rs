@@ -39,6 +39,8 @@ pub async fn run(config: Config, worker: u16) -> anyhow::Result<()> {
 pub struct Launch {
     /// A listening socket inherited from the supervisor; `None` binds the worker address.
     pub listener: Option<std::net::TcpListener>,
+    /// The worker's end of its slot's handoff channel (`btp_handoff`), when supervised.
+    pub handoff: Option<std::os::fd::OwnedFd>,
     /// Called once the database is open and the listener is about to be served.
     pub ready: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -61,7 +63,12 @@ pub async fn run_with(config: Config, worker: u16, launch: Launch) -> anyhow::Re
             .await
             .with_context(|| format!("binding API worker {worker} on {addr}"))?,
     };
-    tracing::info!(%addr, worker, db = ?state.store.dialect(), "[API] LISTENING");
+    let handoffs = launch
+        .handoff
+        .map(btp_handoff::Receiver::new)
+        .transpose()
+        .with_context(|| format!("using the handoff channel of API worker {worker}"))?;
+    tracing::info!(%addr, worker, db = ?state.store.dialect(), handoff = handoffs.is_some(), "[API] LISTENING");
     if let Some(ready) = launch.ready {
         ready();
     }
@@ -76,7 +83,8 @@ pub async fn run_with(config: Config, worker: u16, launch: Launch) -> anyhow::Re
     let stopped = move || {
         tokio::spawn(async move { closing.shutdown().await });
     };
-    let served = serve(listener, app, Some(realtime.clone()), stopping, stopped).await;
+    let inbound = Inbound { listener, handoffs };
+    let served = serve(inbound, app, Some(realtime.clone()), stopping, stopped).await;
     realtime.shutdown().await;
     state.shutdown().await;
     served.context("serving HTTP")
@@ -98,23 +106,42 @@ pub const SETTLE: Duration = Duration::from_millis(300);
 /// Longest wait for the accept loop to close its socket once told to stop.
 const STOP_ACK_LIMIT: Duration = Duration::from_millis(200);
 
-/// Serve `app` on `listener` until `shutdown` completes; then stop accepting at once (a
-/// replacement may be accepting from the same socket), call `stopped` once this worker's
-/// copy of the socket is closed, give fresh connections [`SETTLE`] to deliver their
-/// request, and let in-flight requests finish. Peer addresses are recorded for the login
-/// throttle's IP fallback. With `realtime`, a connection that opens with a WebSocket
-/// upgrade on its path goes to it directly ([`btp_sio::sniff`]).
+/// Where a worker's connections come from: its listening socket, and under `btp up` the
+/// WebSocket connections the gateway hands over (`btp_handoff`).
+pub struct Inbound {
+    pub listener: TcpListener,
+    pub handoffs: Option<btp_handoff::Receiver>,
+}
+
+impl From<TcpListener> for Inbound {
+    fn from(listener: TcpListener) -> Inbound {
+        Inbound {
+            listener,
+            handoffs: None,
+        }
+    }
+}
+
+/// Serve `app` on `inbound` until `shutdown` completes; then stop accepting at once (a
+/// replacement may be accepting from the same socket and reading the same handoff
+/// channel), call `stopped` once this worker's copy of the socket is closed, give fresh
+/// connections [`SETTLE`] to deliver their request, and let in-flight requests finish.
+/// Peer addresses are recorded for the login throttle's IP fallback. With `realtime`, a
+/// connection that opens with a WebSocket upgrade on its path goes to it directly
+/// ([`btp_sio::sniff`]), as do handed-over connections.
 pub async fn serve(
-    listener: TcpListener,
+    inbound: impl Into<Inbound>,
     app: Router,
     realtime: Option<Realtime>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     stopped: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
+    let Inbound { listener, handoffs } = inbound.into();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (closed_tx, closed_rx) = oneshot::channel();
     let draining = Draining {
         inner: Some(listener),
+        handoffs,
         stop: stop_rx,
         closed: Some(closed_tx),
         sniffing: FuturesUnordered::new(),
@@ -141,6 +168,8 @@ pub async fn serve(
 /// shutdown begins, and that gives axum only the connections [`sniff`] leaves to HTTP.
 struct Draining {
     inner: Option<TcpListener>,
+    /// Read while `inner` is open; closed with it.
+    handoffs: Option<btp_handoff::Receiver>,
     stop: watch::Receiver<bool>,
     /// Told when the socket has been closed.
     closed: Option<oneshot::Sender<()>>,
@@ -153,6 +182,7 @@ struct Draining {
 /// What one turn of the accept loop produced.
 enum Event {
     Accepted(std::io::Result<(TcpStream, SocketAddr)>),
+    Handed(std::io::Result<Option<btp_handoff::Handoff>>),
     Sniffed(Sniffed),
     Stop,
 }
@@ -167,6 +197,7 @@ impl Listener for Draining {
             let event = match &self.inner {
                 Some(listener) => tokio::select! {
                     accepted = listener.accept() => Event::Accepted(accepted),
+                    handed = handed(self.handoffs.as_ref()) => Event::Handed(handed),
                     Some(sniffed) = self.sniffing.next(), if sniffing => Event::Sniffed(sniffed),
                     _ = self.stop.wait_for(|stop| *stop) => Event::Stop,
                 },
@@ -191,6 +222,22 @@ impl Listener for Draining {
                     tracing::warn!(error = %e, "[API] ACCEPT failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+                Event::Handed(Ok(Some(handoff))) => match &self.realtime {
+                    Some(realtime) => realtime.take_handoff(handoff),
+                    None => tracing::warn!("[API] HANDOFF without a realtime server: closed"),
+                },
+                Event::Handed(Ok(None)) => {
+                    // The gateway closed its end: it is gone, and this worker with it soon.
+                    self.handoffs = None;
+                }
+                Event::Handed(Err(e)) => {
+                    // A malformed message (its descriptors are closed) or a failed read;
+                    // the channel stays in use.
+                    tracing::warn!(error = %e, "[API] HANDOFF failed");
+                    if e.kind() != std::io::ErrorKind::InvalidData {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
                 Event::Sniffed(Sniffed::Http(stream, peer)) => return (stream, peer),
                 Event::Sniffed(Sniffed::WebSocket(stream, request)) => {
                     if let Some(realtime) = &self.realtime {
@@ -200,6 +247,7 @@ impl Listener for Draining {
                 Event::Sniffed(Sniffed::Gone) => {}
                 Event::Stop => {
                     self.inner = None;
+                    self.handoffs = None;
                     if let Some(closed) = self.closed.take() {
                         let _ = closed.send(());
                     }
@@ -213,6 +261,16 @@ impl Listener for Draining {
             Some(listener) => listener.local_addr(),
             None => Err(std::io::ErrorKind::NotConnected.into()),
         }
+    }
+}
+
+/// The next handoff, or never without a channel.
+async fn handed(
+    handoffs: Option<&btp_handoff::Receiver>,
+) -> std::io::Result<Option<btp_handoff::Handoff>> {
+    match handoffs {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -11,21 +11,26 @@
 # front), so a diagnostic row measures the btp API worker directly too. Same heartbeat
 # everywhere: ping 25 s, timeout 60 s.
 #
-# Why 9,000 and not 10,000: the hard open-file limit here is 20,000 per process and the
-# gateway holds 2 descriptors per client (client side + upstream side).
+# The btp row is `btp up` as shipped: the gateway hands each WebSocket to its API worker
+# (gateway.websocket_handoff), so the worker holds one descriptor per client and the
+# gateway none. The btp-relay row turns that off and relays every frame through the
+# gateway, which then holds 2 descriptors per client (client side + upstream side): with
+# this machine's hard limit of 20,000 open files per process that row tops out a little
+# under 10,000, so it is run with at most 9,000 clients.
 #
 # Usage: bench/sio/run.sh                 (from anywhere; prints a markdown table)
-# Env:   CLIENTS="1000 9000" ROUNDS=20 CONCURRENCY=128 SKIP_BUILD=1 SERVERS="btp btp-direct node"
+# Env:   CLIENTS="1000 10000" ROUNDS=20 CONCURRENCY=128 SKIP_BUILD=1
+#        SERVERS="btp btp-relay btp-direct node"
 #        GATEWAY_THREADS=N (gateway.threads of the btp rows; unset: the default, one per core)
 #        CARGO_TARGET_DIR (where cargo builds), BTP=path/to/btp (measure that binary instead)
 # Needs: cargo, node >= 20, npm, curl, python3. Writes bench/out/sio.md as well.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-CLIENTS="${CLIENTS:-1000 9000}"
+CLIENTS="${CLIENTS:-1000 10000}"
 ROUNDS="${ROUNDS:-20}"
 CONCURRENCY="${CONCURRENCY:-128}"
-SERVERS="${SERVERS:-btp btp-direct node}"
+SERVERS="${SERVERS:-btp btp-relay btp-direct node}"
 GATEWAY_THREADS="${GATEWAY_THREADS:-}"   # gateway.threads if set (unset: the default, one per core)
 PING_INTERVAL_MS=25000
 PING_TIMEOUT_MS=60000
@@ -82,7 +87,7 @@ wait_for() { # url, what, log
 
 # Starts `btp up` on fresh ports and a fresh SQLite file; sets SERVER_PID, ADDR (the
 # gateway), API_ADDR and API_PID (the API worker, a child of `btp up`).
-start_btp() { # run-name
+start_btp() { # run-name [extra [gateway] line]
     local dir="$WORK/$1" gw admin api
     mkdir -p "$dir/data"
     gw="$(free_port)"; admin="$(free_port)"; api="$(free_port)"
@@ -92,6 +97,7 @@ listen = "127.0.0.1:$gw"
 admin_listen = "127.0.0.1:$admin"
 pid_file = "data/btp.pid"
 ${GATEWAY_THREADS:+threads = $GATEWAY_THREADS}
+${2:-}
 
 [static]
 root = "$ROOT/static"
@@ -148,6 +154,14 @@ for server in $SERVERS; do
             btp)
                 start_btp "$run"
                 label="btp (gateway + API)"
+                auth=(--register-url "http://$ADDR")
+                measured="$SERVER_PID"
+                ;;
+            btp-relay)
+                # The same, with every frame relayed through the gateway.
+                (( n > 9000 )) && n=9000
+                start_btp "$run" "websocket_handoff = false"
+                label="btp, relayed (gateway.websocket_handoff = false)"
                 auth=(--register-url "http://$ADDR")
                 measured="$SERVER_PID"
                 ;;

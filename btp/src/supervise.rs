@@ -23,7 +23,8 @@ pub fn launcher(source: &Source) -> anyhow::Result<Launcher> {
     Ok(Launcher { exe, config })
 }
 
-/// A worker started by the supervisor: its inherited socket and readiness pipe. Without
+/// A worker started by the supervisor: its inherited socket, handoff channel and
+/// readiness pipe. Without
 /// the variables (a `btp api` started by hand) it binds its own address.
 pub fn launch_from_env() -> anyhow::Result<btp_api::Launch> {
     let mut launch = btp_api::Launch::default();
@@ -31,6 +32,11 @@ pub fn launch_from_env() -> anyhow::Result<btp_api::Launch> {
         // SAFETY: the supervisor cleared close-on-exec on this listening socket for us
         // alone; `inherited_fd` checked that it is open.
         launch.listener = Some(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+    }
+    if let Some(fd) = inherited_fd(btp_handoff::FD_ENV)? {
+        // SAFETY: the worker end of this slot's handoff channel, inherited for us alone;
+        // `inherited_fd` checked that it is open.
+        launch.handoff = Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
     }
     if let Some(fd) = inherited_fd(READY_FD_ENV)? {
         launch.ready = Some(Box::new(move || {

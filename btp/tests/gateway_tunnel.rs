@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
 use support::gateway::{Options, TestGateway};
-use support::ws::connect;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use support::ws::{connect, header, read_head};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -22,32 +22,6 @@ fn upgrade_head(host: SocketAddr, extra: &str) -> String {
         "GET {WS_PATH} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
-}
-
-/// Read one response or request head, byte by byte so nothing after it is consumed.
-async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<String, String> {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 64 * 1024 {
-            return Err("head too long".into());
-        }
-        let mut byte = [0u8; 1];
-        match tokio::time::timeout(Duration::from_secs(10), r.read(&mut byte)).await {
-            Ok(Ok(1)) => head.push(byte[0]),
-            Ok(Ok(_)) => return Err(format!("closed after {:?}", String::from_utf8_lossy(&head))),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("no head within 10 s".into()),
-        }
-    }
-    Ok(String::from_utf8_lossy(&head).into_owned())
-}
-
-/// The value of header `name` in a raw head (lower-case names compared).
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 /// How the raw worker answers a `/socket.io/` request.

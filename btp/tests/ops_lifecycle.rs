@@ -260,10 +260,16 @@ async fn reload_serves_new_static_files_and_config_and_keeps_open_sockets_open()
         socket.wait_end(Duration::from_millis(300)).await,
         End::Silent
     );
+    // It was handed to its worker (the default), so the gateway keeps no tunnel for it.
+    let metrics = stack.metrics().await;
     assert_eq!(
-        metric(&stack.metrics().await, "btp_gateway_tunnels_open"),
+        metric(
+            &metrics,
+            "btp_gateway_websocket_handoffs_total{result=\"ok\"}"
+        ),
         Some(1.0)
     );
+    assert_eq!(metric(&metrics, "btp_gateway_tunnels_open"), Some(0.0));
     assert_eq!(
         tally.failed, 0,
         "requests failed across the reload: {:?}",

@@ -65,6 +65,10 @@ pub struct Gateway {
     pub pid_file: String,
     /// Worker threads of the gateway (one runtime, work-stealing); 0 = one per CPU core.
     pub threads: usize,
+    /// Under `btp up`: give a plain-HTTP WebSocket connection to its API worker once the
+    /// upgrade is routed (descriptor passing), instead of relaying its frames. TLS
+    /// connections and workers the gateway does not supervise are always relayed.
+    pub websocket_handoff: bool,
 }
 
 impl Default for Gateway {
@@ -85,6 +89,7 @@ impl Default for Gateway {
             public_url: String::new(),
             pid_file: "data/btp.pid".into(),
             threads: 0,
+            websocket_handoff: true,
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct Finished<'a> {
     pub bytes_out: usize,
     pub client: Option<IpAddr>,
     pub worker: Option<usize>,
+    /// The connection was handed to `worker`, which answered it (status 0 here: the
+    /// gateway wrote no response).
+    pub handoff: bool,
     pub request_id: &'a str,
     pub tls: bool,
     pub error: Option<&'a dyn Display>,
@@ -48,6 +51,7 @@ impl Finished<'_> {
             bytes_out = self.bytes_out,
             client = %self.client.map(|ip| ip.to_string()).unwrap_or_default(),
             worker = self.worker.map(|w| w as i64).unwrap_or(-1),
+            handoff = self.handoff,
             request_id = %self.request_id,
             tls = self.tls,
             error = %self.error.map(|e| e.to_string()).unwrap_or_default(),

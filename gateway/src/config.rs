@@ -40,6 +40,8 @@ pub struct Settings {
     pub api_read_timeout: Duration,
     /// Idle limit of an upgraded stream, both directions (`Realtime::tunnel_idle_timeout`).
     pub tunnel_idle_timeout: Duration,
+    /// `gateway.websocket_handoff`.
+    pub websocket_handoff: bool,
     /// Read limit of a long-polling GET (`Realtime::polling_read_timeout`).
     pub polling_read_timeout: Duration,
     pub health_check_interval: Duration,
@@ -97,6 +99,7 @@ impl Settings {
             connect_timeout: Duration::from_millis(c.gateway.upstream_connect_timeout_ms),
             api_read_timeout: Duration::from_millis(c.gateway.upstream_read_timeout_ms),
             tunnel_idle_timeout: c.realtime.tunnel_idle_timeout(),
+            websocket_handoff: c.gateway.websocket_handoff,
             polling_read_timeout: c.realtime.polling_read_timeout(),
             health_check_interval: Duration::from_millis(c.gateway.health_check_interval_ms),
             client_config: Bytes::from(client_config.to_string()),

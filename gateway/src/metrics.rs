@@ -29,6 +29,7 @@ pub struct Metrics {
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
     tunnels_open: IntGauge,
+    handoffs: IntCounterVec,
     received: IntCounter,
     sent: IntCounter,
     static_hits: IntCounterVec,
@@ -101,6 +102,13 @@ impl Metrics {
             "btp_gateway_tunnels_open",
             "Upgraded (WebSocket) tunnels currently open.",
         )?;
+        let handoffs = IntCounterVec::new(
+            Opts::new(
+                "btp_gateway_websocket_handoffs_total",
+                "WebSocket connections handed to their API worker instead of relayed (gateway.websocket_handoff), by result: ok, full (the worker's queue was full: relayed), failed (relayed).",
+            ),
+            &["result"],
+        )?;
         let received = IntCounter::new(
             "btp_gateway_received_bytes_total",
             "Request body bytes received from clients (including upgraded tunnel traffic).",
@@ -131,10 +139,14 @@ impl Metrics {
         for encoding in ["identity", "gzip", "br"] {
             static_hits.with_label_values(&[encoding]);
         }
+        for result in ["ok", "full", "failed"] {
+            handoffs.with_label_values(&[result]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(tunnels_open.clone()))?;
+        registry.register(Box::new(handoffs.clone()))?;
         registry.register(Box::new(received.clone()))?;
         registry.register(Box::new(sent.clone()))?;
         registry.register(Box::new(static_hits.clone()))?;
@@ -145,6 +157,7 @@ impl Metrics {
             duration,
             upstream_errors,
             tunnels_open,
+            handoffs,
             received,
             sent,
             static_hits,
@@ -193,6 +206,11 @@ impl Metrics {
 
     pub fn tunnel_closed(&self) {
         self.tunnels_open.dec();
+    }
+
+    /// A WebSocket handoff attempt: `ok`, `full` or `failed`.
+    pub fn handoff(&self, result: &str) {
+        self.handoffs.with_label_values(&[result]).inc();
     }
 
     pub fn static_hit(&self, encoding: Encoding) {

@@ -437,6 +437,7 @@ impl ProxyHttp for Gateway {
             bytes_out: session.body_bytes_sent(),
             client: peer_ip(session),
             worker: ctx.worker,
+            handoff: false,
             request_id: &ctx.request_id,
             tls: ctx.tls,
             error: e.map(|e| e as &dyn std::fmt::Display),

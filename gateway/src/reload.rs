@@ -78,7 +78,7 @@ impl Plan {
 pub fn plan(old: &Config, new: &Config) -> Plan {
     use Effect::*;
     let (a, b) = (&old.gateway, &new.gateway);
-    let checks: [(bool, &'static str, Effect); 25] = [
+    let checks: [(bool, &'static str, Effect); 26] = [
         (a.listen != b.listen, "gateway.listen", NewProcess),
         (
             a.admin_listen != b.admin_listen,
@@ -130,6 +130,11 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             Live,
         ),
         (a.public_url != b.public_url, "gateway.public_url", Live),
+        (
+            a.websocket_handoff != b.websocket_handoff,
+            "gateway.websocket_handoff",
+            Live,
+        ),
         (old.static_files != new.static_files, "static.root", Live),
         (old.api.listen != new.api.listen, "api.listen", NewProcess),
         (

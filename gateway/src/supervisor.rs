@@ -17,6 +17,11 @@
 //! are retired ([`Pool::retire_connections`]): a request is never written on a connection
 //! the draining worker is closing, which no proxy could safely retry for a POST.
 //!
+//! Each slot also has a handoff channel (`btp_handoff`): the gateway keeps its sending
+//! end in the [`Pool`], and the receiving end is lent to every process of the slot
+//! (`BTP_HANDOFF_FD`) the way the listening socket is, so WebSocket connections handed to
+//! the slot while its worker is replaced wait in the channel's queue.
+//!
 //! A worker tells it is serving by writing to a pipe (`BTP_READY_FD`) once its database
 //! is open; that is the health gate of a replacement (a probe of the shared socket could
 //! be answered by the old worker). Children run from a dedicated thread because their
@@ -24,7 +29,7 @@
 //! leaves no orphan holding the sockets.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -71,6 +76,8 @@ pub enum SupervisorError {
     NoWorkers,
     #[error("worker restart metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("worker handoff channel: {0}")]
+    Handoff(#[from] std::io::Error),
 }
 
 /// How to start a worker: this binary, with the configuration file the gateway read.
@@ -106,6 +113,8 @@ pub struct Supervisor {
     launcher: Launcher,
     pool: Arc<Pool>,
     addrs: Vec<SocketAddr>,
+    /// The workers' ends of the slots' handoff channels.
+    handoffs: Vec<Arc<OwnedFd>>,
     backoff_max: Duration,
     counters: Counters,
     requests: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
@@ -145,11 +154,18 @@ impl Supervisor {
         }
         metrics.register(Box::new(restarts.clone()))?;
         metrics.register(Box::new(rolling.clone()))?;
+        let mut handoffs = Vec::with_capacity(addrs.len());
+        for index in 0..addrs.len() {
+            let (sender, theirs) = btp_handoff::channel()?;
+            pool.set_handoff(index, sender);
+            handoffs.push(Arc::new(theirs));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let supervisor = Supervisor {
             launcher,
             pool,
             addrs,
+            handoffs,
             backoff_max: Duration::from_millis(config.api.restart_backoff_max_ms),
             counters: Counters { restarts, rolling },
             requests: Mutex::new(Some(rx)),
@@ -229,10 +245,12 @@ impl ServiceWithDependents for Supervisor {
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let slots: Vec<Slot> = listeners
             .into_iter()
+            .zip(self.handoffs.iter().cloned())
             .enumerate()
-            .map(|(index, listener)| Slot {
+            .map(|(index, (listener, handoff))| Slot {
                 index,
                 listener,
+                handoff,
                 launcher: self.launcher.clone(),
                 pool: self.pool.clone(),
                 counters: self.counters.clone(),
@@ -342,6 +360,8 @@ async fn rolling_restart(slots: &[mpsc::UnboundedSender<oneshot::Sender<bool>>])
 struct Slot {
     index: usize,
     listener: Arc<std::net::TcpListener>,
+    /// The workers' end of the slot's handoff channel.
+    handoff: Arc<OwnedFd>,
     launcher: Launcher,
     pool: Arc<Pool>,
     counters: Counters,
@@ -491,6 +511,7 @@ impl Slot {
         let ready_fd = ready_tx.into_blocking_fd()?;
         let listen_raw = self.listener.as_raw_fd();
         let ready_raw = ready_fd.as_raw_fd();
+        let handoff_raw = self.handoff.as_raw_fd();
         let mut cmd = Command::new(&self.launcher.exe);
         if let Some(config) = &self.launcher.config {
             cmd.arg("--config").arg(config);
@@ -500,6 +521,7 @@ impl Slot {
             .arg(self.index.to_string())
             .env(LISTEN_FD_ENV, listen_raw.to_string())
             .env(READY_FD_ENV, ready_raw.to_string())
+            .env(btp_handoff::FD_ENV, handoff_raw.to_string())
             .stdin(Stdio::null());
         // SAFETY: only async-signal-safe calls (prctl, fcntl, signal) on the child's own
         // state between fork and exec.
@@ -510,6 +532,7 @@ impl Slot {
                 }
                 inherit(listen_raw)?;
                 inherit(ready_raw)?;
+                inherit(handoff_raw)?;
                 // The gateway ignores these until its handlers are installed; a worker
                 // must not inherit "ignored".
                 libc::signal(libc::SIGHUP, libc::SIG_DFL);

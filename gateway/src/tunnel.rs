@@ -6,10 +6,14 @@
 //! hours, so [`crate::listener::Edge`] reads the first request head of each HTTP/1
 //! connection itself and, when [`parse_head`] finds a WebSocket upgrade on the realtime
 //! route that the gateway would only proxy, hands the connection to [`Tunnels::serve`]:
-//! pick the worker as the proxy does, forward the head with the same forwarding headers
-//! ([`crate::forward`]), relay the worker's answer with the gateway's headers, then, on a
-//! `101`, relay bytes ([`crate::relay`]) under the heartbeat-derived idle limit. Anything
-//! else (another route or method, a body, a redirect to HTTPS, a malformed head) goes to
+//! pick the worker as the proxy does and add the same forwarding headers
+//! ([`crate::forward`]). Then, when the worker is a process this gateway supervises and
+//! the client is plain TCP, give it the client's socket itself with the head
+//! (`btp_handoff`, `gateway.websocket_handoff`): the worker answers with the gateway's
+//! headers and owns the connection, and nothing of it stays here. Otherwise forward the
+//! head, relay the worker's answer with the gateway's headers, then, on a `101`, relay
+//! bytes ([`crate::relay`]) under the heartbeat-derived idle limit. Anything else
+//! (another route or method, a body, a redirect to HTTPS, a malformed head) goes to
 //! Pingora unchanged.
 //!
 //! Graceful shutdown treats a tunnel as Pingora treats an upgraded session: it is left to
@@ -212,7 +216,26 @@ impl Tunnels {
             worker: None,
         };
 
+        let Some(head) = forward::apply(&mut request, ex.client, &ex.request_id)
+            .ok()
+            .and_then(|()| http_req_header_to_wire(&request))
+        else {
+            let status = self
+                .error(&mut client, &ex, 400, "bad_request", "malformed request")
+                .await;
+            self.record(&ex, status, 0, 0, Some(&"unforwardable request head"));
+            return None;
+        };
+        // What the client sent after its head (if anything) follows it, in order.
+        let early = read.get(len..).unwrap_or_default();
+        let early_in = early.len() as u64;
+
         let sticky = sticky_worker(request.uri.query(), self.pool.len());
+        if s.websocket_handoff && early.is_empty() && self.hand_off(&client, &head, &mut ex, sticky)
+        {
+            self.record_handoff(&ex);
+            return None;
+        }
         let mut worker = match self.connect(sticky, s.connect_timeout).await {
             Ok((index, stream)) => {
                 ex.worker = Some(index);
@@ -231,19 +254,6 @@ impl Tunnels {
             }
         };
 
-        let Some(head) = forward::apply(&mut request, ex.client, &ex.request_id)
-            .ok()
-            .and_then(|()| http_req_header_to_wire(&request))
-        else {
-            let status = self
-                .error(&mut client, &ex, 400, "bad_request", "malformed request")
-                .await;
-            self.record(&ex, status, 0, 0, Some(&"unforwardable request head"));
-            return None;
-        };
-        // What the client sent after its head (if anything) follows it, in order.
-        let early = read.get(len..).unwrap_or_default();
-        let early_in = early.len() as u64;
         let sent = async {
             worker.write_all(&head).await?;
             worker.write_all(early).await
@@ -331,6 +341,53 @@ impl Tunnels {
         );
     }
 
+    /// Give the client's connection to the worker for `sticky` (or the next healthy one)
+    /// over its handoff channel, with the forwarded `head` and the gateway's response
+    /// headers: `true` when the worker has it (the caller then drops its copy). Only a
+    /// plain-TCP client can be handed over, and only to a worker this process
+    /// supervises; a full queue or a failed send leaves the connection here, for the
+    /// relay.
+    fn hand_off(
+        &self,
+        client: &Stream,
+        head: &[u8],
+        ex: &mut Exchange,
+        sticky: Option<usize>,
+    ) -> bool {
+        if ex.client.tls {
+            return false;
+        }
+        let Some(fd) = plain_fd(client) else {
+            return false;
+        };
+        let Some((index, _)) = self.pool.pick(sticky) else {
+            return false;
+        };
+        let Some(sender) = self.pool.handoff(index) else {
+            return false;
+        };
+        let Some(headers) = handoff_headers(ex) else {
+            return false;
+        };
+        match sender.send(fd, head, &headers) {
+            Ok(()) => {
+                self.metrics.handoff("ok");
+                ex.worker = Some(index);
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.metrics.handoff("full");
+                tracing::debug!(worker = index, "handoff queue full: relaying");
+                false
+            }
+            Err(e) => {
+                self.metrics.handoff("failed");
+                tracing::warn!(worker = index, error = %e, "handoff failed: relaying");
+                false
+            }
+        }
+    }
+
     /// Connect to the worker for `sticky` (or the next healthy one); a worker that refuses
     /// is marked unhealthy and the next one tried, once, as `fail_to_connect` does.
     async fn connect(
@@ -384,6 +441,12 @@ impl Tunnels {
         }
     }
 
+    /// A handed-over upgrade's metrics and access-log line: the worker answers it, so the
+    /// gateway has no status, duration or bytes of its own to report.
+    fn record_handoff(&self, ex: &Exchange) {
+        self.finished(ex, 0, 0, 0, true, None);
+    }
+
     /// The request metrics and the access-log line, as the proxy's `logging` writes them.
     fn record(
         &self,
@@ -391,6 +454,18 @@ impl Tunnels {
         status: u16,
         bytes_in: u64,
         bytes_out: u64,
+        error: Option<&dyn fmt::Display>,
+    ) {
+        self.finished(ex, status, bytes_in, bytes_out, false, error);
+    }
+
+    fn finished(
+        &self,
+        ex: &Exchange,
+        status: u16,
+        bytes_in: u64,
+        bytes_out: u64,
+        handoff: bool,
         error: Option<&dyn fmt::Display>,
     ) {
         Finished {
@@ -403,6 +478,7 @@ impl Tunnels {
             bytes_out: bytes_out as usize,
             client: ex.client.peer,
             worker: ex.worker,
+            handoff,
             request_id: &ex.request_id,
             tls: ex.client.tls,
             error,
@@ -477,12 +553,9 @@ enum ClientSide {
 /// Unwrap a plain TCP client into a tokio socket over a duplicate of its descriptor, and
 /// drop the Pingora stream. The caller flushed it.
 fn client_side(client: Stream) -> ClientSide {
-    let io: &dyn IO = &*client;
-    let Some(l4) = io.as_any().downcast_ref::<L4Stream>() else {
+    let Some(fd) = plain_fd(&client) else {
         return ClientSide::Kept(client);
     };
-    // SAFETY: the descriptor belongs to `client`, alive for this whole borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) };
     let Ok(tcp) = fd
         .try_clone_to_owned()
         .map(std::net::TcpStream::from)
@@ -492,6 +565,28 @@ fn client_side(client: Stream) -> ClientSide {
     };
     drop(client);
     ClientSide::Plain(tcp)
+}
+
+/// The socket of a plain-TCP client (not TLS, not another kind of stream).
+fn plain_fd(client: &Stream) -> Option<BorrowedFd<'_>> {
+    let io: &dyn IO = &**client;
+    let l4 = io.as_any().downcast_ref::<L4Stream>()?;
+    // SAFETY: the descriptor belongs to `client`, which outlives the borrow.
+    Some(unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) })
+}
+
+/// What the gateway adds to every response, as a header section for the worker's answer
+/// to a handed-over upgrade: the security headers and the request id.
+fn handoff_headers(ex: &Exchange) -> Option<Vec<u8>> {
+    let mut response = ResponseHeader::build(101, Some(8)).ok()?;
+    respond::secure(&mut response, ex.client.tls).ok()?;
+    response
+        .insert_header("x-request-id", ex.request_id.as_str())
+        .ok()?;
+    let mut buf = BytesMut::with_capacity(512);
+    response.header_to_h1_wire(&mut buf);
+    buf.put_slice(b"\r\n");
+    Some(buf.to_vec())
 }
 
 /// Read the worker's response head within `timeout`: the head, and the bytes after it.

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +30,9 @@ struct Worker {
     /// address is replaced, so pooled keep-alive connections to the old one are never
     /// reused while it closes them.
     generation: AtomicU64,
+    /// Under `btp up`: the channel that gives this slot's process a WebSocket connection
+    /// (`btp_handoff`); set once by the supervisor.
+    handoff: OnceLock<btp_handoff::Sender>,
 }
 
 /// The API workers and their health.
@@ -50,6 +53,7 @@ impl Pool {
                     addr,
                     healthy: AtomicBool::new(false),
                     generation: AtomicU64::new(0),
+                    handoff: OnceLock::new(),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -92,6 +96,18 @@ impl Pool {
         if let Some(w) = self.workers.get(index) {
             w.generation.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Give worker `index` its handoff channel (the supervisor, once per slot).
+    pub fn set_handoff(&self, index: usize, sender: btp_handoff::Sender) {
+        if let Some(w) = self.workers.get(index) {
+            let _ = w.handoff.set(sender);
+        }
+    }
+
+    /// The handoff channel of worker `index`, if it is supervised here.
+    pub fn handoff(&self, index: usize) -> Option<&btp_handoff::Sender> {
+        self.workers.get(index).and_then(|w| w.handoff.get())
     }
 
     /// Passive health: a connect to worker `index` failed, so it is out now instead of at

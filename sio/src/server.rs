@@ -406,6 +406,19 @@ impl<D: Send + Sync + 'static> Server<D> {
         self.engine.handle_websocket(req, stream).await;
     }
 
+    /// [`Server::handle_websocket`], adding `headers` to the answer (see
+    /// [`EngineServer::handle_websocket_with`]).
+    pub async fn handle_websocket_with(
+        &self,
+        req: http::Request<()>,
+        stream: tokio::net::TcpStream,
+        headers: http::HeaderMap,
+    ) {
+        self.engine
+            .handle_websocket_with(req, stream, headers)
+            .await;
+    }
+
     /// Whether a request path belongs to this server.
     pub fn handles_path(&self, path: &str) -> bool {
         self.engine.handles_path(path)

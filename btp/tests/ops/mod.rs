@@ -2,6 +2,10 @@
 //! on SQLite) on loopback ephemeral ports, a raw Socket.IO client over fastwebsockets
 //! (enough protocol to connect, call with acks and tell an orderly close from a dropped
 //! connection), a bounded load generator, and small readers for `/proc` and `/metrics`.
+//!
+//! Each test file that declares `mod ops;` uses only part of it, hence the `dead_code`
+//! allowance.
+#![allow(dead_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -10,6 +10,7 @@ use fastwebsockets::{Frame, OpCode, Payload, WebSocket};
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
 pub type Ws = WebSocket<TokioIo<Upgraded>>;
@@ -100,4 +101,30 @@ pub async fn echo(ws: &mut Ws, text: &str) -> Result<(), String> {
         OpCode::Close => Err("closed instead of echoing".into()),
         other => Err(format!("unexpected {other:?} frame")),
     }
+}
+
+/// Read one response or request head, byte by byte so nothing after it is consumed.
+pub async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<String, String> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 * 1024 {
+            return Err("head too long".into());
+        }
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(10), r.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            Ok(Ok(_)) => return Err(format!("closed after {:?}", String::from_utf8_lossy(&head))),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("no head within 10 s".into()),
+        }
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The value of header `name` in a raw head (lower-case names compared).
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }

@@ -28,7 +28,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use fastwebsockets::{OpCode, Payload, WebSocketError};
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -185,19 +185,36 @@ impl<H: EngineHandler> EngineServer<H> {
     /// keeps the upgraded connection boxed, with its read-ahead buffer, for the
     /// socket's life). [`EngineServer::handle`] serves the same requests through hyper.
     pub async fn handle_websocket(&self, req: Request<()>, stream: TcpStream) {
-        let mut bare = Some(stream);
+        self.handle_websocket_with(req, stream, HeaderMap::new())
+            .await;
+    }
+
+    /// [`EngineServer::handle_websocket`], adding `headers` to the answer, whatever it is
+    /// (a proxy's own response headers, for a connection it handed over).
+    pub async fn handle_websocket_with(
+        &self,
+        req: Request<()>,
+        stream: TcpStream,
+        headers: HeaderMap,
+    ) {
+        let mut bare = Some(Bare { stream, headers });
         let response = self
             .route(req.map(|()| Empty::<Bytes>::new()), &mut bare)
             .await;
-        if let Some(mut stream) = bare {
+        if let Some(Bare {
+            mut stream,
+            headers,
+        }) = bare
+        {
             let limit = self.shared.config.ping_timeout;
-            let _ = tokio::time::timeout(limit, write_refusal(&mut stream, response)).await;
+            let _ =
+                tokio::time::timeout(limit, write_refusal(&mut stream, response, headers)).await;
         }
     }
 
     /// [`EngineServer::handle`]; a WebSocket request answered `101` takes its socket
     /// from `bare` when given, else from hyper's upgrade.
-    async fn route<B>(&self, mut req: Request<B>, bare: &mut Option<TcpStream>) -> Response<Body>
+    async fn route<B>(&self, mut req: Request<B>, bare: &mut Option<Bare>) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -258,7 +275,7 @@ impl<H: EngineHandler> EngineServer<H> {
         &self,
         req: &mut Request<B>,
         cors: &CorsHeaders,
-        bare: &mut Option<TcpStream>,
+        bare: &mut Option<Bare>,
     ) -> Response<Body> {
         if self.shared.closing.load(Ordering::Acquire) {
             return h::error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Forbidden, cors);
@@ -289,7 +306,7 @@ impl<H: EngineHandler> EngineServer<H> {
         conn: Arc<Connection<H>>,
         req: &mut Request<B>,
         cors: &CorsHeaders,
-        bare: &mut Option<TcpStream>,
+        bare: &mut Option<Bare>,
     ) -> Response<Body> {
         if lock(&conn.state).begin_upgrade().is_err() {
             return h::bad_request(ErrorCode::BadRequest, cors);
@@ -670,6 +687,13 @@ impl AsyncWrite for Io {
     }
 }
 
+/// A connection whose request the application read itself, and the headers it adds to
+/// the answer.
+struct Bare {
+    stream: TcpStream,
+    headers: HeaderMap,
+}
+
 /// Where the socket of a WebSocket request answered `101` comes from.
 enum Upgrading {
     /// hyper writes the answer, then hands over the upgraded connection.
@@ -687,13 +711,13 @@ impl Upgrading {
     fn new<T>(
         upgrade: fastwebsockets::upgrade::UpgradeFut,
         response: &Response<T>,
-        bare: &mut Option<TcpStream>,
+        bare: &mut Option<Bare>,
         limit: Duration,
     ) -> Upgrading {
         match bare.take() {
-            Some(stream) => Upgrading::Bare {
+            Some(Bare { stream, headers }) => Upgrading::Bare {
                 stream,
-                head: response_head(response),
+                head: response_head(response.status(), [response.headers(), &headers]),
                 limit,
             },
             None => Upgrading::Hyper(upgrade),
@@ -724,16 +748,15 @@ impl Upgrading {
     }
 }
 
-/// The HTTP/1.1 head of `response`.
-fn response_head<T>(response: &Response<T>) -> Vec<u8> {
-    let status = response.status();
+/// The HTTP/1.1 head of a response with `status` and the headers of each map in turn.
+fn response_head(status: StatusCode, headers: [&HeaderMap; 2]) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(status.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
-    for (name, value) in response.headers() {
+    for (name, value) in headers.into_iter().flatten() {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
@@ -743,8 +766,13 @@ fn response_head<T>(response: &Response<T>) -> Vec<u8> {
     head
 }
 
-/// Writes a refused WebSocket request's answer whole, then closes the connection.
-async fn write_refusal(stream: &mut TcpStream, response: Response<Body>) -> io::Result<()> {
+/// Writes a refused WebSocket request's answer whole, with `extra` headers, then closes
+/// the connection.
+async fn write_refusal(
+    stream: &mut TcpStream,
+    response: Response<Body>,
+    extra: HeaderMap,
+) -> io::Result<()> {
     let (mut head, body) = response.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -760,7 +788,7 @@ async fn write_refusal(stream: &mut TcpStream, response: Response<Body>) -> io::
         http::HeaderValue::from_static("close"),
     );
     stream
-        .write_all(&response_head(&Response::from_parts(head, ())))
+        .write_all(&response_head(head.status, [&head.headers, &extra]))
         .await?;
     stream.write_all(&body).await?;
     stream.shutdown().await
