@@ -15,6 +15,7 @@
 #
 # Usage: bench/gateway/run.sh            (from the repository root)
 # Env:   DURATION=10s CONNECTIONS=64 THREADS=2 ROUNDS=3 BTP=target/release/btp
+#        SCENARIOS="static spa api"
 # Needs: nginx (apt-get install -y nginx-light), wrk, python3, a release build of btp.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 ROUNDS="${ROUNDS:-3}"
+SCENARIOS="${SCENARIOS:-static spa api}"   # any of: static spa api
 BTP="${BTP:-$ROOT/target/release/btp}"
 
 for tool in nginx wrk python3 curl; do
@@ -167,7 +169,7 @@ printf '\nwrk -t%s -c%s -d%s, loopback, %s cores (wrk shares them), median of %s
     "$THREADS" "$CONNECTIONS" "$DURATION" "$(nproc)" "$ROUNDS"
 printf '| %-8s | %14s | %14s | %7s | %13s | %13s |\n' scenario "gateway req/s" "nginx req/s" ratio "gateway p99" "nginx p99"
 printf '|%s|%s|%s|%s|%s|%s|\n' ---------- ---------------- ---------------- --------- --------------- ---------------
-for scenario in static spa api; do
+for scenario in $SCENARIOS; do
     expected=200
     check "$GW_PORT" "${PATHS[$scenario]}" "${ACCEPT[$scenario]}" "$expected"
     check "$NGINX_PORT" "${PATHS[$scenario]}" "${ACCEPT[$scenario]}" "$expected"

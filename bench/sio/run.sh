@@ -2,7 +2,7 @@
 # Realtime load benchmark: `btp up` (gateway + one API worker on SQLite) against the npm
 # socket.io 4.8 server on Node 20, side by side in one run, on loopback.
 #
-# For each server and each N (default 1,000 and 9,000) a fresh server is started, then
+# For each server and each N (default 1,000 and 10,000) a fresh server is started, then
 # btp-bench-sio opens N Socket.IO clients over WebSocket as one user (distinct
 # clientSessionIds), measures connect rate and memory per connection, and times 20
 # broadcast rounds (one client pushes one op with `sync:push`, the N-1 others must each

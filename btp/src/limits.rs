@@ -1,6 +1,8 @@
-//! Open-file limits. A gateway holding N client sockets uses 2N descriptors (client side
-//! and upstream side), so the soft limit is raised to the hard limit at start, and the
-//! resulting socket capacity is logged (and warned about by `btp check`).
+//! Open-file limits. A client the gateway relays (TLS, long-polling, or any WebSocket
+//! when `gateway.websocket_handoff` is off) costs it two descriptors, client side and
+//! upstream side; a WebSocket handed over to an API worker costs that worker one and the
+//! gateway none. The capacity logged at start (and warned about by `btp check`) counts
+//! the relayed case, the costlier one, after the soft limit is raised to the hard limit.
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -24,7 +26,7 @@ pub fn raise_nofile() {
                 tracing::warn!(
                     nofile = limit,
                     sockets,
-                    "open-file limit allows about {sockets} proxied sockets (each uses 2 descriptors); raise LimitNOFILE for more"
+                    "open-file limit allows about {sockets} relayed clients (2 descriptors each); raise LimitNOFILE for more"
                 );
             } else {
                 tracing::info!(nofile = limit, sockets, "open-file limit");
@@ -74,7 +76,7 @@ pub fn warnings() -> Vec<String> {
         let sockets = socket_capacity(hard);
         if sockets < WANTED_SOCKETS {
             out.push(format!(
-                "the open-file hard limit is {hard}: the gateway can hold about {sockets} WebSocket clients (2 descriptors each); raise it (systemd LimitNOFILE=) for {WANTED_SOCKETS}"
+                "the open-file hard limit is {hard}: the gateway can relay about {sockets} clients (2 descriptors each; a handed-over WebSocket costs its API worker 1); raise it (systemd LimitNOFILE=) for {WANTED_SOCKETS}"
             ));
         }
     }
