@@ -25,6 +25,12 @@ CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 ROUNDS="${ROUNDS:-3}"
 SCENARIOS="${SCENARIOS:-static spa api}"   # any of: static spa api
+for scenario in $SCENARIOS; do
+    case "$scenario" in
+        static | spa | api) ;;
+        *) echo "bench: unknown scenario '$scenario' (SCENARIOS takes static, spa, api)" >&2; exit 2 ;;
+    esac
+done
 BTP="${BTP:-$ROOT/target/release/btp}"
 
 for tool in nginx wrk python3 curl; do
