@@ -16,6 +16,7 @@
 # Usage: bench/gateway/run.sh            (from the repository root)
 # Env:   DURATION=10s CONNECTIONS=64 THREADS=2 ROUNDS=3 BTP=target/release/btp
 #        SCENARIOS="static spa api"
+#        GATEWAY_CONFIG="api_fast_path = false"   (extra lines for the gateway's [gateway])
 # Needs: nginx (apt-get install -y nginx-light), wrk, python3, a release build of btp.
 set -euo pipefail
 
@@ -32,6 +33,7 @@ for scenario in $SCENARIOS; do
     esac
 done
 BTP="${BTP:-$ROOT/target/release/btp}"
+GATEWAY_CONFIG="${GATEWAY_CONFIG:-}"
 
 for tool in nginx wrk python3 curl; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light wrk python3 curl)" >&2; exit 1; }
@@ -63,6 +65,7 @@ cat >"$WORK/config.toml" <<EOF
 [gateway]
 listen = "127.0.0.1:$GW_PORT"
 admin_listen = "127.0.0.1:$ADMIN_PORT"
+$GATEWAY_CONFIG
 
 [static]
 root = "static"

@@ -69,6 +69,10 @@ pub struct Gateway {
     /// upgrade is routed (descriptor passing), instead of relaying its frames. TLS
     /// connections and workers the gateway does not supervise are always relayed.
     pub websocket_handoff: bool,
+    /// Forward bodiless HTTP/1.1 `/api/` requests on the gateway's lean path (its own
+    /// keep-alive pool, one write each way) instead of Pingora's proxy pipeline. Any other
+    /// request on a connection, and every request after it, goes through Pingora.
+    pub api_fast_path: bool,
 }
 
 impl Default for Gateway {
@@ -90,6 +94,7 @@ impl Default for Gateway {
             pid_file: "data/btp.pid".into(),
             threads: 0,
             websocket_handoff: true,
+            api_fast_path: true,
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Settings {
     pub tunnel_idle_timeout: Duration,
     /// `gateway.websocket_handoff`.
     pub websocket_handoff: bool,
+    /// `gateway.api_fast_path`.
+    pub api_fast_path: bool,
     /// Read limit of a long-polling GET (`Realtime::polling_read_timeout`).
     pub polling_read_timeout: Duration,
     pub health_check_interval: Duration,
@@ -100,6 +102,7 @@ impl Settings {
             api_read_timeout: Duration::from_millis(c.gateway.upstream_read_timeout_ms),
             tunnel_idle_timeout: c.realtime.tunnel_idle_timeout(),
             websocket_handoff: c.gateway.websocket_handoff,
+            api_fast_path: c.gateway.api_fast_path,
             polling_read_timeout: c.realtime.polling_read_timeout(),
             health_check_interval: Duration::from_millis(c.gateway.health_check_interval_ms),
             client_config: Bytes::from(client_config.to_string()),

@@ -1,7 +1,7 @@
 //! What a request forwarded to an API worker says about its client: the forwarding
-//! headers and the request id. Both the Pingora path ([`crate::proxy`]) and the WebSocket
-//! tunnel path ([`crate::tunnel`]) forward through here, so a worker sees the same headers
-//! whichever path a request took.
+//! headers and the request id. The Pingora path ([`crate::proxy`]), the `/api/` fast path
+//! ([`crate::forwarder`]) and the WebSocket tunnel path ([`crate::tunnel`]) all forward
+//! through here, so a worker sees the same headers whichever path a request took.
 
 use std::net::IpAddr;
 
@@ -22,7 +22,13 @@ pub struct Client {
 pub fn request_id(incoming: Option<&str>, trusted: bool) -> String {
     match incoming {
         Some(id) if trusted && acceptable_request_id(id) => id.to_string(),
-        _ => format!("{:032x}", rand::random::<u128>()),
+        _ => {
+            let n = rand::random::<u128>();
+            (0..32)
+                .rev()
+                .map(|i| char::from(b"0123456789abcdef"[(n >> (i * 4)) as usize & 0xf]))
+                .collect()
+        }
     }
 }
 
@@ -36,6 +42,65 @@ fn acceptable_request_id(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// The forwarding headers one request gets, decided from what its client sent.
+pub struct Forwarding<'a> {
+    /// `x-forwarded-for`: a trusted proxy's chain extended with the peer, or the peer.
+    pub for_chain: String,
+    /// `x-forwarded-proto`: a trusted proxy's, or the listener's scheme.
+    pub proto: &'a [u8],
+    /// `x-forwarded-host`: a trusted proxy's, else the `Host` header, else the request
+    /// target's authority.
+    pub host: Option<&'a [u8]>,
+}
+
+impl<'a> Forwarding<'a> {
+    /// `incoming` looks a request header up by its lowercase name.
+    pub fn decide(
+        client: Client,
+        incoming: impl Fn(&str) -> Option<&'a [u8]>,
+        authority: Option<&'a [u8]>,
+    ) -> Forwarding<'a> {
+        let claimed = |name: &str| if client.trusted { incoming(name) } else { None };
+        let peer = client
+            .peer
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        // A chain that is not plain visible ASCII is not one a proxy wrote; start over.
+        let chain = claimed("x-forwarded-for")
+            .filter(|v| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
+            .and_then(|v| std::str::from_utf8(v).ok());
+        Forwarding {
+            for_chain: match chain {
+                Some(chain) => format!("{chain}, {peer}"),
+                None => peer,
+            },
+            proto: claimed("x-forwarded-proto").unwrap_or(if client.tls {
+                b"https"
+            } else {
+                b"http"
+            }),
+            host: claimed("x-forwarded-host")
+                .or_else(|| incoming("host"))
+                .or(authority),
+        }
+    }
+}
+
+/// Whether a request header is the client's to send on: hop-by-hop headers belong to the
+/// client's connection, and forwarding headers (and the request id) are the gateway's
+/// to set. Any case.
+pub fn passes(name: &str) -> bool {
+    !(is_forwarding(name)
+        || [
+            "x-request-id",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+        ]
+        .iter()
+        .any(|hop| name.eq_ignore_ascii_case(hop)))
+}
+
 /// Rewrite `upstream` (a copy of the incoming request header) for the worker: the
 /// forwarding headers the gateway vouches for, and `x-request-id`.
 pub fn apply(
@@ -43,20 +108,24 @@ pub fn apply(
     client: Client,
     request_id: &str,
 ) -> pingora::Result<()> {
-    let incoming = |name: &str| {
-        client
-            .trusted
-            .then(|| upstream.headers.get(name).cloned())
-            .flatten()
+    let authority = upstream
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes().to_vec());
+    let decided = Forwarding::decide(
+        client,
+        |name| upstream.headers.get(name).map(HeaderValue::as_bytes),
+        authority.as_deref(),
+    );
+    let for_chain = decided.for_chain;
+    let proto = HeaderValue::from_bytes(decided.proto);
+    let host = decided.host.map(HeaderValue::from_bytes).transpose();
+    let (Ok(proto), Ok(host)) = (proto, host) else {
+        return Err(pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "unforwardable host or proto",
+        ));
     };
-    let xff = incoming("x-forwarded-for").and_then(|v| v.to_str().ok().map(str::to_string));
-    let xfp = incoming("x-forwarded-proto");
-    let host = incoming("x-forwarded-host")
-        .or_else(|| upstream.headers.get(http::header::HOST).cloned())
-        .or_else(|| {
-            let authority = upstream.uri.authority()?;
-            HeaderValue::from_str(authority.as_str()).ok()
-        });
 
     // Anything forwarding-related from an untrusted peer is a client claiming to be
     // a proxy; drop it all, not only the three headers set below.
@@ -69,18 +138,7 @@ pub fn apply(
     for name in forwarded {
         upstream.remove_header(&name);
     }
-
-    let peer_text = client
-        .peer
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let xff = match xff {
-        Some(chain) => format!("{chain}, {peer_text}"),
-        None => peer_text,
-    };
-    let proto =
-        xfp.unwrap_or_else(|| HeaderValue::from_static(if client.tls { "https" } else { "http" }));
-    upstream.insert_header("x-forwarded-for", xff)?;
+    upstream.insert_header("x-forwarded-for", for_chain)?;
     upstream.insert_header("x-forwarded-proto", proto)?;
     if let Some(host) = host {
         upstream.insert_header("x-forwarded-host", host)?;
@@ -89,8 +147,12 @@ pub fn apply(
     Ok(())
 }
 
+/// Any case.
 fn is_forwarding(name: &str) -> bool {
-    name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip"
+    name.get(..12)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("x-forwarded-"))
+        || name.eq_ignore_ascii_case("forwarded")
+        || name.eq_ignore_ascii_case("x-real-ip")
 }
 
 #[cfg(test)]
@@ -148,6 +210,25 @@ mod tests {
         apply(&mut req, client, "id").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(get(&req, "x-forwarded-for"), Some("1.2.3.4, 127.0.0.1"));
         assert_eq!(get(&req, "x-forwarded-proto"), Some("https"));
+    }
+
+    #[test]
+    fn forwarding_and_hop_by_hop_headers_are_recognised_in_any_case() {
+        for name in [
+            "X-Forwarded-For",
+            "x-forwarded-host",
+            "Forwarded",
+            "X-REAL-IP",
+            "X-Request-Id",
+            "Connection",
+            "keep-alive",
+            "Proxy-Connection",
+        ] {
+            assert!(!passes(name), "{name} passes");
+        }
+        for name in ["Host", "Accept", "X-Forwarded", "Authorization", "é"] {
+            assert!(passes(name), "{name} is dropped");
+        }
     }
 
     #[test]

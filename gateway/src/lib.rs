@@ -5,9 +5,10 @@
 //! The modules follow a request: [`config`] (what is derived from `config.toml`),
 //! [`listener`] (connection layer: header deadline), [`path`] and [`route`] (what was asked
 //! and who answers), [`assets`] (static files), [`upstream`] (API workers and their
-//! health), [`proxy`] (the Pingora phases tying them together), [`tunnel`] and [`relay`]
-//! (WebSocket upgrades, outside Pingora's HTTP session), [`forward`] (the forwarding
-//! headers both paths send), [`respond`] (responses the gateway writes itself), [`tls`]
+//! health), [`proxy`] (the Pingora phases tying them together), [`forwarder`] (bodiless
+//! `/api/` requests on a lean path beside Pingora's proxy pipeline), [`tunnel`] and
+//! [`relay`] (WebSocket upgrades, outside Pingora's HTTP session), [`forward`] (the
+//! forwarding headers every path sends), [`respond`] (responses the gateway writes itself), [`tls`]
 //! and [`metrics`]. Operations: [`reload`] (live settings, SIGHUP/SIGUSR2) and
 //! [`supervisor`] (the API workers of `btp up`).
 
@@ -15,6 +16,7 @@ pub mod access;
 pub mod assets;
 pub mod config;
 pub mod forward;
+pub mod forwarder;
 pub mod listener;
 pub mod metrics;
 pub mod path;
@@ -135,7 +137,8 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         pool: pool.clone(),
         metrics: metrics.clone(),
     };
-    let edge = Edge::new(Arc::new(proxy), live.clone(), tunnels);
+    let forwarder = Arc::new(forwarder::Forwarder::new(pool.clone(), metrics.clone()));
+    let edge = Edge::new(Arc::new(proxy), live.clone(), tunnels, forwarder);
     let mut public = Service::new("btp public".to_string(), edge);
     // No L4 read buffer (Pingora's default is 64 KiB per connection, held for the
     // connection's life): the HTTP/1 parser reads into its own buffer, and WebSocket

@@ -9,9 +9,11 @@
 //! governed by the keep-alive timeout and a slow one by this deadline. HTTP/2 connections
 //! are passed through untouched: their streams are multiplexed, and h2 has its own limits.
 //!
-//! The first request head of an HTTP/1 connection is read here, under the same deadline:
-//! a WebSocket upgrade goes to the lightweight tunnel path ([`crate::tunnel`]); everything
-//! else goes to Pingora with the bytes read replayed in front of the stream.
+//! Request heads of an HTTP/1 connection are read here, under the same deadline: a
+//! WebSocket upgrade goes to the lightweight tunnel path ([`crate::tunnel`]), a bodiless
+//! `/api/` request to the fast path ([`crate::forwarder`]), after which the next head is
+//! read here again; anything else goes to Pingora with the bytes read replayed in front of
+//! the stream, and Pingora keeps the connection from then on.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +37,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::Settings;
+use crate::forward::Client;
+use crate::forwarder::{Forwarder, Next};
 use crate::tunnel::{parse_head, Head, Tunnels, MAX_HEAD};
 
 // The shared state is `generation << 2 | mode`: every arm/disarm starts a new generation,
@@ -53,49 +57,57 @@ pub struct Edge<A> {
     /// `header_timeout` is read per connection from the live settings (reloadable).
     live: crate::reload::Live,
     tunnels: Tunnels,
+    forwarder: Arc<Forwarder>,
     /// Set when the keep-alive drain is over: a first request head still being read then
     /// goes to Pingora, which drops it as it drops every idle connection.
     closing: watch::Sender<bool>,
 }
 
 impl<A> Edge<A> {
-    pub fn new(app: Arc<A>, live: crate::reload::Live, tunnels: Tunnels) -> Edge<A> {
+    pub fn new(
+        app: Arc<A>,
+        live: crate::reload::Live,
+        tunnels: Tunnels,
+        forwarder: Arc<Forwarder>,
+    ) -> Edge<A> {
         Edge {
             app,
             live,
             tunnels,
+            forwarder,
             closing: watch::Sender::new(false),
         }
     }
 
-    /// Read the connection's first request head (or what arrives of it before the deadline,
-    /// the end of the stream, the size cap or the drain) and say what it is.
-    async fn first_head(
+    /// Read a request head (or what arrives of it before the deadline, the end of the
+    /// stream, the size cap or the drain), after the `read` bytes already in, and say what
+    /// it is.
+    async fn next_head(
         &self,
         io: &mut HeaderDeadline,
         settings: &Settings,
-        tls: bool,
+        client: Client,
+        mut buf: Vec<u8>,
     ) -> (Head, Vec<u8>) {
         let mut closing = self.closing.subscribe();
-        let mut buf = Vec::new();
         // Bounded: every round adds at least one byte, and the head at most MAX_HEAD.
         for _ in 0..=MAX_HEAD {
-            let filled = buf.len();
-            let room = (filled * 2).clamp(2048, MAX_HEAD) - filled;
-            buf.resize(filled + room, 0);
+            if !buf.is_empty() {
+                match parse_head(&buf, settings, client) {
+                    Head::Partial => {}
+                    head => return (head, buf),
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(buf.len().clamp(2048, MAX_HEAD));
+            }
             let read = tokio::select! {
                 biased;
-                read = io.read(&mut buf[filled..]) => read,
+                read = io.read_buf(&mut buf) => read,
                 _ = closing.wait_for(|closing| *closing) => Ok(0),
             };
-            let n = read.unwrap_or(0);
-            buf.truncate(filled + n);
-            if n == 0 {
+            if read.unwrap_or(0) == 0 {
                 break;
-            }
-            match parse_head(&buf, settings, tls) {
-                Head::Partial => continue,
-                head => return (head, buf),
             }
         }
         (Head::Other, buf)
@@ -111,20 +123,70 @@ where
         if io.selected_alpn_proto() == Some(ALPN::H2) {
             return self.app.process_new(io, shutdown).await;
         }
-        let snap = self.live.load_full();
+        let mut snap = self.live.load_full();
         let tls = io.get_ssl_digest().is_some();
+        let peer = io
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let mut io = HeaderDeadline::new(io, snap.settings.header_timeout);
-        let (head, read) = self.first_head(&mut io, &snap.settings, tls).await;
-        if let Head::Upgrade(upgrade) = head {
-            // A task of its own: this connection's Pingora task (≈ 9 KiB with its TLS
-            // handshake state) ends now instead of living as long as the tunnel.
-            let tunnels = self.tunnels.clone();
-            tokio::spawn(tunnels.serve(io.into_inner(), upgrade, read, snap));
-            return None;
+        let mut read = Vec::new();
+        // The fast path's response buffer, kept across the connection's requests.
+        let mut scratch = Vec::new();
+        // Bounded by the client: each round serves one of its requests, and a connection
+        // that stops sending ends in `next_head` (end of stream, deadline or drain).
+        for served in 0u64.. {
+            let client = Client {
+                peer,
+                trusted: peer.is_some_and(|ip| snap.settings.is_trusted(ip)),
+                tls,
+            };
+            let (head, bytes) = self.next_head(&mut io, &snap.settings, client, read).await;
+            match head {
+                Head::Upgrade(upgrade) => {
+                    // A task of its own: this connection's Pingora task (≈ 9 KiB with its
+                    // TLS handshake state) ends now instead of living as long as the
+                    // tunnel.
+                    let tunnels = self.tunnels.clone();
+                    tokio::spawn(tunnels.serve(io.into_inner(), upgrade, bytes, snap));
+                    return None;
+                }
+                Head::Api(request) => {
+                    io.set_mode(DISARMED);
+                    let draining = *self.closing.borrow();
+                    let next = self
+                        .forwarder
+                        .exchange(&mut io, &request, &snap.settings, draining, &mut scratch)
+                        .await;
+                    if next == Next::Close {
+                        Shutdown::shutdown(&mut *io.inner).await;
+                        return None;
+                    }
+                    // Whatever the client sent after this head (pipelined) is the next
+                    // request's start; the buffer is kept for it.
+                    let mut bytes = bytes;
+                    bytes.drain(..request.len.min(bytes.len()));
+                    // The next request's deadline runs from its first byte: now, if some
+                    // of it is here already.
+                    io.set_mode(if bytes.is_empty() {
+                        ARMED_ON_DATA
+                    } else {
+                        ARMED_NOW
+                    });
+                    read = bytes;
+                    snap = self.live.load_full();
+                }
+                // A kept-alive connection the client closed (or that the drain ended)
+                // between requests: nothing for Pingora to answer.
+                Head::Other | Head::Partial if served > 0 && bytes.is_empty() => return None,
+                Head::Other | Head::Partial => {
+                    // Pingora reads the head again from the start, under the same running
+                    // deadline, and keeps the connection from then on.
+                    io.replay = bytes;
+                    return self.app.process_new(Box::new(io), shutdown).await;
+                }
+            }
         }
-        // Pingora reads the head again from the start, under the same running deadline.
-        io.replay = read;
-        self.app.process_new(Box::new(io), shutdown).await
+        None
     }
 
     /// Called once the listeners stopped accepting (shutdown or graceful upgrade). Pingora

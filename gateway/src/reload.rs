@@ -78,7 +78,7 @@ impl Plan {
 pub fn plan(old: &Config, new: &Config) -> Plan {
     use Effect::*;
     let (a, b) = (&old.gateway, &new.gateway);
-    let checks: [(bool, &'static str, Effect); 26] = [
+    let checks: [(bool, &'static str, Effect); 27] = [
         (a.listen != b.listen, "gateway.listen", NewProcess),
         (
             a.admin_listen != b.admin_listen,
@@ -133,6 +133,11 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         (
             a.websocket_handoff != b.websocket_handoff,
             "gateway.websocket_handoff",
+            Live,
+        ),
+        (
+            a.api_fast_path != b.api_fast_path,
+            "gateway.api_fast_path",
             Live,
         ),
         (old.static_files != new.static_files, "static.root", Live),

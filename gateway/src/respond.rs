@@ -37,6 +37,35 @@ pub fn secure(resp: &mut ResponseHeader, tls: bool) -> pingora::Result<()> {
     Ok(())
 }
 
+/// The security headers as HTTP/1 header lines (`name: value\r\n` each), for the paths
+/// that write response heads as bytes; built once.
+pub fn security_lines(tls: bool) -> &'static [u8] {
+    static LINES: std::sync::OnceLock<[Vec<u8>; 2]> = std::sync::OnceLock::new();
+    let [plain, secure] = LINES.get_or_init(|| {
+        let mut plain = Vec::new();
+        for (name, value) in SECURITY {
+            plain.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        let mut secure = plain.clone();
+        secure.extend_from_slice(format!("strict-transport-security: {HSTS}\r\n").as_bytes());
+        [plain, secure]
+    });
+    if tls {
+        secure
+    } else {
+        plain
+    }
+}
+
+/// Whether a response header is the gateway's to set (its security policy), whatever an
+/// upstream sent.
+pub fn is_security_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case("strict-transport-security")
+        || SECURITY
+            .iter()
+            .any(|(ours, _)| name.eq_ignore_ascii_case(ours))
+}
+
 /// `{"error": {"code": ..., "message": ...}}`, the shape every client-visible error has.
 pub fn error_body(code: &str, message: &str) -> Bytes {
     let value = serde_json::json!({ "error": { "code": code, "message": message } });
@@ -66,6 +95,21 @@ pub fn error(status: u16, code: &str, message: &str, tls: bool) -> pingora::Resu
     Ok(Reply { header, body })
 }
 
+/// A JSON error reply that ends its connection, with the request's id: how the paths
+/// outside Pingora's session (the `/api/` fast path, WebSocket tunnels) answer a failure.
+pub fn final_error(
+    status: u16,
+    code: &str,
+    message: &str,
+    tls: bool,
+    request_id: &str,
+) -> pingora::Result<Reply> {
+    let mut reply = error(status, code, message, tls)?;
+    reply.header.insert_header("x-request-id", request_id)?;
+    reply.header.insert_header("connection", "close")?;
+    Ok(reply)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +120,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         assert_eq!(v["error"]["code"], "payload_too_large");
         assert_eq!(v["error"]["message"], "too big");
+    }
+
+    #[test]
+    fn security_lines_are_the_security_headers() {
+        let plain = String::from_utf8_lossy(security_lines(false));
+        let tls = String::from_utf8_lossy(security_lines(true));
+        assert_eq!(plain.lines().count(), SECURITY.len());
+        assert!(plain.contains("x-content-type-options: nosniff\r\n"));
+        assert!(!plain.contains("strict-transport-security"));
+        assert!(tls.ends_with(&format!("strict-transport-security: {HSTS}\r\n")));
+        assert!(is_security_header("Content-Security-Policy"));
+        assert!(!is_security_header("content-type"));
     }
 
     #[test]

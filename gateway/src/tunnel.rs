@@ -35,7 +35,8 @@ use tokio::net::TcpStream;
 
 use crate::access::Finished;
 use crate::config::Settings;
-use crate::forward;
+use crate::forward::{self, Client};
+use crate::forwarder::{self, ApiRequest};
 use crate::metrics::Metrics;
 use crate::path;
 use crate::relay::{self, End};
@@ -49,7 +50,7 @@ use crate::upstream::{sticky_worker, Pool};
 pub const MAX_HEAD: usize = 16 * 1024;
 
 /// More headers than this is not a browser's upgrade: Pingora's.
-const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 
 /// What the first bytes of a connection are.
 pub enum Head {
@@ -57,6 +58,8 @@ pub enum Head {
     Partial,
     /// A WebSocket upgrade for the tunnel path (boxed: it is rare next to `Partial`).
     Upgrade(Box<Upgrade>),
+    /// A request for the `/api/` fast path ([`crate::forwarder`]).
+    Api(Box<ApiRequest>),
     /// Anything else: Pingora's.
     Other,
 }
@@ -68,15 +71,20 @@ pub struct Upgrade {
     len: usize,
 }
 
-/// Decide what the first `bytes` of a connection are (pure).
-pub fn parse_head(bytes: &[u8], settings: &Settings, tls: bool) -> Head {
+/// Decide what the request head at the start of `bytes` is (pure).
+pub fn parse_head(bytes: &[u8], settings: &Settings, client: Client) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(bytes) {
-        Ok(httparse::Status::Complete(len)) => match upgrade(&req, len, settings, tls) {
-            Some(upgrade) => Head::Upgrade(Box::new(upgrade)),
-            None => Head::Other,
-        },
+        Ok(httparse::Status::Complete(len)) => {
+            if let Some(upgrade) = upgrade(&req, len, settings, client.tls) {
+                Head::Upgrade(Box::new(upgrade))
+            } else if let Some(api) = forwarder::request(&req, len, settings, client) {
+                Head::Api(Box::new(api))
+            } else {
+                Head::Other
+            }
+        }
         Ok(httparse::Status::Partial) if bytes.len() < MAX_HEAD => Head::Partial,
         _ => Head::Other,
     }
@@ -150,12 +158,6 @@ struct Exchange {
     client: forward::Client,
     request_id: String,
     worker: Option<usize>,
-}
-
-/// Why no worker answered.
-enum Refused {
-    NoneHealthy,
-    Unreachable,
 }
 
 /// A tunnel whose `101` the client has: the two sides and what the access log needs.
@@ -236,16 +238,17 @@ impl Tunnels {
             self.record_handoff(&ex);
             return None;
         }
-        let mut worker = match self.connect(sticky, s.connect_timeout).await {
+        let connected = self
+            .pool
+            .connect(&self.metrics, sticky, s.connect_timeout)
+            .await;
+        let mut worker = match connected {
             Ok((index, stream)) => {
                 ex.worker = Some(index);
                 stream
             }
             Err(refused) => {
-                let message = match refused {
-                    Refused::NoneHealthy => "no healthy api worker",
-                    Refused::Unreachable => "no api worker could be reached",
-                };
+                let message = refused.message();
                 let status = self
                     .error(&mut client, &ex, 503, "upstream_unavailable", message)
                     .await;
@@ -388,33 +391,6 @@ impl Tunnels {
         }
     }
 
-    /// Connect to the worker for `sticky` (or the next healthy one); a worker that refuses
-    /// is marked unhealthy and the next one tried, once, as `fail_to_connect` does.
-    async fn connect(
-        &self,
-        sticky: Option<usize>,
-        timeout: Duration,
-    ) -> Result<(usize, TcpStream), Refused> {
-        let mut refused = Refused::NoneHealthy;
-        for _attempt in 0..2 {
-            let Some((index, addr)) = self.pool.pick(sticky) else {
-                break;
-            };
-            let error = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    // Frames are small and latency-bound.
-                    let _ = stream.set_nodelay(true);
-                    return Ok((index, stream));
-                }
-                Ok(Err(e)) => e,
-                Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
-            };
-            self.pool.connect_failed(&self.metrics, index, &error);
-            refused = Refused::Unreachable;
-        }
-        Err(refused)
-    }
-
     /// Answer with the gateway's JSON error and close; the status actually written.
     async fn error(
         &self,
@@ -425,12 +401,7 @@ impl Tunnels {
         message: &str,
     ) -> u16 {
         let written = async {
-            let mut reply = respond::error(status, code, message, ex.client.tls)
-                .map_err(|_| io_error("error reply"))?;
-            reply
-                .header
-                .insert_header("x-request-id", ex.request_id.as_str())
-                .and_then(|()| reply.header.insert_header("connection", "close"))
+            let reply = respond::final_error(status, code, message, ex.client.tls, &ex.request_id)
                 .map_err(|_| io_error("error reply"))?;
             write_head(client, &reply.header, &reply.body).await?;
             client.shutdown().await
@@ -487,20 +458,20 @@ impl Tunnels {
     }
 }
 
-fn io_error(message: &'static str) -> io::Error {
+pub(crate) fn io_error(message: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 /// Why the worker's answer could not be read.
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     Timeout,
     Io(io::Error),
     Malformed,
 }
 
 impl Failure {
-    fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Failure::Timeout => 504,
             _ => 502,
@@ -508,14 +479,14 @@ impl Failure {
     }
 
     /// The metrics `kind`, as the proxy's `fail_to_proxy` counts it.
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Failure::Timeout => "timeout",
             _ => "protocol",
         }
     }
 
-    fn answer(&self) -> (&'static str, &'static str) {
+    pub(crate) fn answer(&self) -> (&'static str, &'static str) {
         match self {
             Failure::Timeout => ("upstream_timeout", "the api worker did not answer in time"),
             _ => ("bad_gateway", "the api worker failed to answer"),
@@ -635,7 +606,11 @@ fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHeader, Vec<u8>)>, Failu
 }
 
 /// Write a response head and the bytes that follow it, flushed.
-async fn write_head<S>(client: &mut S, head: &ResponseHeader, after: &[u8]) -> io::Result<()>
+pub(crate) async fn write_head<S>(
+    client: &mut S,
+    head: &ResponseHeader,
+    after: &[u8],
+) -> io::Result<()>
 where
     S: AsyncWrite + Unpin + ?Sized,
 {
@@ -719,9 +694,17 @@ mod tests {
         )
     }
 
+    fn client(tls: bool) -> Client {
+        Client {
+            peer: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            trusted: false,
+            tls,
+        }
+    }
+
     fn is_upgrade(bytes: &str, redirect: bool, tls: bool) -> bool {
         matches!(
-            parse_head(bytes.as_bytes(), &settings(redirect), tls),
+            parse_head(bytes.as_bytes(), &settings(redirect), client(tls)),
             Head::Upgrade(_)
         )
     }
@@ -778,20 +761,20 @@ mod tests {
         let s = settings(false);
         let full = head(WS, "");
         assert!(matches!(
-            parse_head(&full.as_bytes()[..20], &s, false),
+            parse_head(&full.as_bytes()[..20], &s, client(false)),
             Head::Partial
         ));
         let huge = format!("GET {WS} HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(MAX_HEAD));
         assert!(matches!(
-            parse_head(huge.as_bytes(), &s, false),
+            parse_head(huge.as_bytes(), &s, client(false)),
             Head::Other
         ));
         assert!(matches!(
-            parse_head(b"\x16\x03\x01 garbage\r\n\r\n", &s, false),
+            parse_head(b"\x16\x03\x01 garbage\r\n\r\n", &s, client(false)),
             Head::Other
         ));
         assert!(matches!(
-            parse_head(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &s, false),
+            parse_head(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &s, client(false)),
             Head::Other
         ));
     }

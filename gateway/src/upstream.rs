@@ -141,6 +141,55 @@ impl Pool {
     }
 }
 
+/// Why no worker took a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Refused {
+    NoneHealthy,
+    Unreachable,
+}
+
+impl Refused {
+    /// The message of the 503 a client gets.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refused::NoneHealthy => "no healthy api worker",
+            Refused::Unreachable => "no api worker could be reached",
+        }
+    }
+}
+
+impl Pool {
+    /// Connect to the worker for `sticky` (or the next healthy one); a worker that refuses
+    /// is marked unhealthy and the next one tried, once, as the proxy's `fail_to_connect`
+    /// does. The paths outside Pingora's proxy (tunnels, the `/api/` fast path) connect
+    /// here.
+    pub async fn connect(
+        &self,
+        metrics: &Metrics,
+        sticky: Option<usize>,
+        timeout: Duration,
+    ) -> Result<(usize, TcpStream), Refused> {
+        let mut refused = Refused::NoneHealthy;
+        for _attempt in 0..2 {
+            let Some((index, addr)) = self.pick(sticky) else {
+                break;
+            };
+            let error = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    // Requests and frames are small and latency-bound.
+                    let _ = stream.set_nodelay(true);
+                    return Ok((index, stream));
+                }
+                Ok(Err(e)) => e,
+                Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+            };
+            self.connect_failed(metrics, index, &error);
+            refused = Refused::Unreachable;
+        }
+        Err(refused)
+    }
+}
+
 /// The worker an Engine.IO `sid` in `query` belongs to, if it names one of `workers`.
 pub fn sticky_worker(query: Option<&str>, workers: usize) -> Option<usize> {
     let sid = query?
