@@ -1211,4 +1211,160 @@ mod tests {
         assert!(BodyEnd::new(Framing::Empty).is_done());
         assert!(BodyEnd::new(Framing::Length(0)).is_done());
     }
+
+    /// One of `pieces`, at random.
+    fn pick<'p>(rng: &mut rand::rngs::StdRng, pieces: &[&'p [u8]]) -> &'p [u8] {
+        use rand::Rng;
+        pieces[rng.random_range(0..pieces.len())]
+    }
+
+    /// A well-formed chunked body with a random shape.
+    fn chunked_body(rng: &mut rand::rngs::StdRng) -> Vec<u8> {
+        use rand::Rng;
+        let mut body = Vec::new();
+        for _ in 0..rng.random_range(0..4) {
+            let size = rng.random_range(1..20usize);
+            body.extend_from_slice(format!("{size:x}").as_bytes());
+            body.extend_from_slice(pick(rng, &[b"", b";a=b", b" ;x"]));
+            body.extend_from_slice(b"\r\n");
+            body.extend(std::iter::repeat_n(b'z', size));
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n");
+        body.extend_from_slice(pick(rng, &[b"", b"x-sum: 1\r\n", b"a: b\r\nc: d\r\n"]));
+        body.extend_from_slice(b"\r\n");
+        body
+    }
+
+    /// A request head with a random shape: mostly valid, often for the fast path.
+    fn request_head(rng: &mut rand::rngs::StdRng) -> Vec<u8> {
+        use rand::Rng;
+        let mut head = pick(rng, &[b"GET ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"POST "]).to_vec();
+        head.extend_from_slice(pick(
+            rng,
+            &[b"/api/", b"/api/", b"/api/", b"/x", b"/socket.io/"],
+        ));
+        for _ in 0..rng.random_range(0..3) {
+            head.extend_from_slice(pick(
+                rng,
+                &[b"x", b"%2e", b"..", b"/", b"?a=b", b"%2f", b"y/"],
+            ));
+        }
+        head.extend_from_slice(pick(
+            rng,
+            &[b" HTTP/1.1\r\n", b" HTTP/1.1\r\n", b" HTTP/1.0\r\n"],
+        ));
+        if rng.random_bool(0.8) {
+            head.extend_from_slice(b"Host: a\r\n");
+        }
+        for _ in 0..rng.random_range(0..4) {
+            head.extend_from_slice(pick(
+                rng,
+                &[
+                    b"Host: b\r\n",
+                    b"Content-Length: 0\r\n",
+                    b"Content-Length: 5\r\n",
+                    b"Connection: close, upgrade\r\n",
+                    b"Connection: keep-alive\r\n",
+                    b"X-Forwarded-For: 1.2.3.4\r\n",
+                    b"x-request-id: r\r\n",
+                    b"Accept: */*\r\n",
+                ],
+            ));
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    }
+
+    /// `bytes` with one random byte replaced, half the time.
+    fn maybe_damaged(rng: &mut rand::rngs::StdRng, mut bytes: Vec<u8>) -> Vec<u8> {
+        use rand::Rng;
+        if !bytes.is_empty() && rng.random() {
+            let at = rng.random_range(0..bytes.len());
+            bytes[at] = pick(rng, &[b"\r", b"\n", b";", b"g", b"0", b"\xff", b"\0", b" "])[0];
+        }
+        bytes
+    }
+
+    #[test]
+    fn random_and_damaged_inputs_never_panic_a_parser_and_a_body_never_takes_more_than_given() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_b7b0);
+        let s = settings(|_| {});
+        // How often the inputs reached the parsers' accepting states: inputs that never do
+        // would test nothing past their first bytes.
+        let (mut answers, mut ended, mut requests) = (0, 0, 0);
+        for _ in 0..20_000 {
+            let mut answer =
+                pick(&mut rng, &[b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 204 x\r\n"]).to_vec();
+            for _ in 0..rng.random_range(0..4) {
+                answer.extend_from_slice(pick(
+                    &mut rng,
+                    &[
+                        b"content-length: 3\r\n",
+                        b"content-length: x\r\n",
+                        b"transfer-encoding: chunked\r\n",
+                        b"connection: close\r\n",
+                        b"x: y\r\n",
+                    ],
+                ));
+            }
+            answer.extend_from_slice(b"\r\n");
+            let answer = maybe_damaged(&mut rng, answer);
+            if matches!(Answer::parse(&answer, asked(rng.random())), Ok(Some(_))) {
+                answers += 1;
+            }
+
+            let body = chunked_body(&mut rng);
+            let whole = body.len();
+            let mut bytes = maybe_damaged(&mut rng, body);
+            bytes.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            for framing in [Framing::Chunked, Framing::Length(7), Framing::UntilClose] {
+                let mut end = BodyEnd::new(framing);
+                let mut taken_all = 0;
+                for piece in bytes.chunks(rng.random_range(1..9)) {
+                    let Ok(taken) = end.take(piece) else { break };
+                    assert!(taken.len() <= piece.len());
+                    // A body that stops inside a piece has ended there.
+                    assert!(taken.len() == piece.len() || end.is_done(), "{framing:?}");
+                    taken_all += taken.len();
+                    if end.is_done() {
+                        break;
+                    }
+                }
+                if framing == Framing::Chunked && end.is_done() {
+                    ended += 1;
+                    assert!(
+                        taken_all <= whole + 1,
+                        "a chunked body ran into what follows it"
+                    );
+                }
+            }
+
+            let head = request_head(&mut rng);
+            let head = maybe_damaged(&mut rng, head);
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(len)) = req.parse(&head) {
+                if let Some(taken) = request(&req, len, &s, client(rng.random())) {
+                    requests += 1;
+                    // What the worker gets parses back whole, one line per header.
+                    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut parsed = httparse::Request::new(&mut h);
+                    let whole = parsed.parse(&taken.upstream);
+                    assert!(
+                        matches!(whole, Ok(httparse::Status::Complete(n)) if n == taken.upstream.len())
+                    );
+                    assert!(parsed
+                        .headers
+                        .iter()
+                        .all(|h| !h.name.eq_ignore_ascii_case("connection")));
+                }
+            }
+        }
+        assert!(
+            answers > 1000 && ended > 1000 && requests > 1000,
+            "{answers} {ended} {requests}"
+        );
+    }
 }
