@@ -257,7 +257,9 @@ impl Forwarder {
     {
         let start = Instant::now();
         let mut outcome = Outcome::default();
-        let mut next = self.forward(client, req, settings, &mut outcome, buf).await;
+        let mut next = self
+            .forward(client, req, settings, draining, &mut outcome, buf)
+            .await;
         if draining || req.close {
             next = Next::Close;
         }
@@ -286,6 +288,7 @@ impl Forwarder {
         client: &mut C,
         req: &ApiRequest,
         s: &Settings,
+        draining: bool,
         outcome: &mut Outcome,
         buf: &mut Vec<u8>,
     ) -> Next
@@ -307,6 +310,7 @@ impl Forwarder {
             head_request: req.method == Method::HEAD,
             request_id: &req.request_id,
             tls: req.client.tls,
+            close: req.close || draining,
         };
         let answer = loop {
             let trip = round_trip(
@@ -643,6 +647,10 @@ struct Asked<'a> {
     head_request: bool,
     request_id: &'a str,
     tls: bool,
+    /// The client's connection closes after this answer whatever the worker says: the
+    /// client asked, or the gateway is shutting down (the client must know, or it would
+    /// send its next request on a connection about to close).
+    close: bool,
 }
 
 impl Answer {
@@ -728,7 +736,7 @@ impl Answer {
             b"x-request-id",
             asked.request_id.as_bytes(),
         );
-        if close_client {
+        if close_client || asked.close {
             client_head.extend_from_slice(b"connection: close\r\n");
         }
         client_head.extend_from_slice(b"\r\n");
@@ -1061,6 +1069,7 @@ mod tests {
             head_request,
             request_id: "rid",
             tls: true,
+            close: false,
         }
     }
 
@@ -1088,6 +1097,22 @@ mod tests {
         for gone in ["keep-alive", "ALLOW", "theirs"] {
             assert!(!out.contains(gone), "{gone} went to the client:\n{out}");
         }
+
+        // Closing (the client asked, or the gateway is draining): the client is told.
+        let closing = Asked {
+            close: true,
+            ..asked(false)
+        };
+        let a = Answer::parse(head.as_bytes(), closing)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no answer"));
+        let out = String::from_utf8_lossy(&a.client_head).to_string();
+        assert!(
+            out.ends_with("x-request-id: rid\r\nconnection: close\r\n\r\n"),
+            "{out}"
+        );
+        assert!(a.reusable, "the worker's connection is still good");
 
         let partial = answer("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n", false);
         assert!(matches!(partial, Ok(None)));

@@ -152,7 +152,9 @@ where
                 }
                 Head::Api(request) => {
                     io.set_mode(DISARMED);
-                    let draining = *self.closing.borrow();
+                    // From the moment shutdown begins (as Pingora's sessions do), so that
+                    // clients stop reusing the connection before the drain closes it.
+                    let draining = *shutdown.borrow() || *self.closing.borrow();
                     let next = self
                         .forwarder
                         .exchange(&mut io, &request, &snap.settings, draining, &mut scratch)
