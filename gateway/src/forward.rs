@@ -90,15 +90,20 @@ impl<'a> Forwarding<'a> {
 /// client's connection, and forwarding headers (and the request id) are the gateway's
 /// to set. Any case.
 pub fn passes(name: &str) -> bool {
-    !(is_forwarding(name)
-        || [
-            "x-request-id",
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-        ]
+    !(is_forwarding(name) || is_hop_by_hop(name) || name.eq_ignore_ascii_case("x-request-id"))
+}
+
+/// Headers about one connection, not the message: never passed on, either way. Any case.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    ["connection", "keep-alive", "proxy-connection"]
         .iter()
-        .any(|hop| name.eq_ignore_ascii_case(hop)))
+        .any(|hop| name.eq_ignore_ascii_case(hop))
+}
+
+/// Whether a comma-separated header value (`Connection`, `Upgrade`, ...) lists `token`.
+pub fn has_token(list: &str, token: &str) -> bool {
+    list.split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Rewrite `upstream` (a copy of the incoming request header) for the worker: the
@@ -108,14 +113,11 @@ pub fn apply(
     client: Client,
     request_id: &str,
 ) -> pingora::Result<()> {
-    let authority = upstream
-        .uri
-        .authority()
-        .map(|a| a.as_str().as_bytes().to_vec());
+    let authority = upstream.uri.authority().map(|a| a.as_str().as_bytes());
     let decided = Forwarding::decide(
         client,
         |name| upstream.headers.get(name).map(HeaderValue::as_bytes),
-        authority.as_deref(),
+        authority,
     );
     let for_chain = decided.for_chain;
     let proto = HeaderValue::from_bytes(decided.proto);

@@ -5,9 +5,10 @@
 //! with about a hundred allocations, a connection pool that spawns a watcher task per
 //! returned connection and a `getpeername` per reuse; on the 2-core bench machine that is
 //! about four times nginx's user CPU per proxied request (34–47 µs against 8–12 µs), none
-//! of it reachable from the `ProxyHttp` phases (bench/README.md). The edge ([`crate::listener::Edge`]) reads each
-//! HTTP/1 request head itself anyway, so when [`request`] finds one this path can take,
-//! [`Forwarder::exchange`] forwards it with the least work the job needs:
+//! of it reachable from the `ProxyHttp` phases (bench/README.md). The edge
+//! ([`crate::listener::Edge`]) reads each HTTP/1 request head itself anyway, so when
+//! [`request`] finds one this path can take, [`Forwarder::exchange`] forwards it with the
+//! least work the job needs:
 //!
 //! - the head is rewritten once, as bytes: hop-by-hop headers dropped, the forwarding
 //!   headers and request id decided by [`crate::forward`] as on every other path;
@@ -41,13 +42,13 @@ use tokio::net::TcpStream;
 
 use crate::access::Finished;
 use crate::config::Settings;
-use crate::forward::{self, Client, Forwarding};
+use crate::forward::{self, has_token, Client, Forwarding};
 use crate::metrics::Metrics;
 use crate::path;
 use crate::respond;
 use crate::route::{classify, Listener, Route};
 use crate::tunnel::{io_error, write_head, Failure, MAX_HEAD, MAX_HEADERS};
-use crate::upstream::Pool;
+use crate::upstream::{Pool, Refused};
 
 /// Idle connections kept per worker; more are closed when returned.
 const MAX_IDLE: usize = 256;
@@ -119,14 +120,11 @@ pub fn request(
         {
             return None;
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in std::str::from_utf8(h.value).ok()?.split(',') {
-                let token = token.trim();
-                if token.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case("upgrade") {
-                    return None;
-                }
+            let tokens = std::str::from_utf8(h.value).ok()?;
+            if has_token(tokens, "upgrade") {
+                return None;
             }
+            close |= has_token(tokens, "close");
         }
     }
     let host = std::str::from_utf8(host?).ok()?;
@@ -242,7 +240,7 @@ impl Forwarder {
 
     /// Forward `req` and relay the answer to `client`; one access-log line and the request
     /// metrics, as the proxy's `logging` writes them. `draining`: the gateway is shutting
-    /// down, so the connection closes after this answer. `buf`: a buffer the connection
+    /// down, so the answer says the connection closes after it, and it does. `buf`: a buffer the connection
     /// keeps for its exchanges.
     pub async fn exchange<C>(
         &self,
@@ -257,12 +255,9 @@ impl Forwarder {
     {
         let start = Instant::now();
         let mut outcome = Outcome::default();
-        let mut next = self
+        let next = self
             .forward(client, req, settings, draining, &mut outcome, buf)
             .await;
-        if draining || req.close {
-            next = Next::Close;
-        }
         self.metrics.fast_path_request();
         Finished {
             method: &req.method,
@@ -297,13 +292,7 @@ impl Forwarder {
     {
         let mut up = match self.checkout(s, None).await {
             Ok(up) => up,
-            Err(refused) => {
-                let message = refused.message();
-                outcome.error = Some(message.into());
-                return self
-                    .refuse(client, req, outcome, 503, "upstream_unavailable", message)
-                    .await;
-            }
+            Err(refused) => return self.unavailable(client, req, outcome, refused).await,
         };
         outcome.worker = Some(up.index);
         let asked = Asked {
@@ -334,11 +323,7 @@ impl Forwarder {
                             continue;
                         }
                         Err(refused) => {
-                            let message = refused.message();
-                            outcome.error = Some(message.into());
-                            return self
-                                .refuse(client, req, outcome, 503, "upstream_unavailable", message)
-                                .await;
+                            return self.unavailable(client, req, outcome, refused).await
                         }
                     }
                 }
@@ -365,6 +350,7 @@ impl Forwarder {
         // Bytes past the body's end mean the worker and this path disagree on framing.
         let first_len = first.len();
         reusable &= first_len == buf.len() - answer.head_len;
+        let close_after = answer.until_close() || asked.close;
         let mut out = answer.client_head;
         out.extend_from_slice(first);
         let written = within(s.api_read_timeout, async {
@@ -419,7 +405,7 @@ impl Forwarder {
         if reusable {
             self.check_in(up);
         }
-        if answer.close_client {
+        if close_after {
             Next::Close
         } else {
             Next::KeepAlive
@@ -428,18 +414,11 @@ impl Forwarder {
 
     /// A connection to a worker: a pooled one to the next healthy worker if there is one,
     /// else a new one. `fresh`: a new connection, to that worker first.
-    async fn checkout(
-        &self,
-        s: &Settings,
-        fresh: Option<usize>,
-    ) -> Result<Upstream, crate::upstream::Refused> {
+    async fn checkout(&self, s: &Settings, fresh: Option<usize>) -> Result<Upstream, Refused> {
         let sticky = match fresh {
             Some(index) => Some(index),
             None => {
-                let (index, _) = self
-                    .pool
-                    .pick(None)
-                    .ok_or(crate::upstream::Refused::NoneHealthy)?;
+                let (index, _) = self.pool.pick(None).ok_or(Refused::NoneHealthy)?;
                 if let Some(stream) = self.take_idle(index) {
                     return Ok(Upstream {
                         index,
@@ -505,6 +484,23 @@ impl Forwarder {
             stale
         };
         drop(stale);
+    }
+
+    /// No worker took the request: 503.
+    async fn unavailable<C>(
+        &self,
+        client: &mut C,
+        req: &ApiRequest,
+        outcome: &mut Outcome,
+        refused: Refused,
+    ) -> Next
+    where
+        C: AsyncWrite + Unpin + ?Sized,
+    {
+        let message = refused.message();
+        outcome.error = Some(message.into());
+        self.refuse(client, req, outcome, 503, "upstream_unavailable", message)
+            .await
     }
 
     /// Answer with the gateway's JSON error and close.
@@ -634,8 +630,6 @@ struct Answer {
     framing: Framing,
     /// The worker keeps the connection open after this answer.
     reusable: bool,
-    /// The client's connection closes after this answer (its end is the close).
-    close_client: bool,
     /// The head the client gets: the worker's, less its hop-by-hop headers, with the
     /// gateway's security headers and the request id.
     client_head: Vec<u8>,
@@ -686,13 +680,9 @@ impl Answer {
                     .and_then(|v| v.rsplit(',').next())
                     .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
             } else if h.name.eq_ignore_ascii_case("connection") {
-                let value = std::str::from_utf8(h.value).unwrap_or("close");
-                if value
-                    .split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("close"))
-                {
-                    reusable = false;
-                }
+                // A value that is not text is not one to keep a connection on.
+                let tokens = std::str::from_utf8(h.value).unwrap_or("close");
+                reusable &= !has_token(tokens, "close");
             }
         }
         let framing = if asked.head_request || status == 204 || status == 304 {
@@ -714,6 +704,7 @@ impl Answer {
                 None => Framing::UntilClose,
             }
         };
+        // A body that ends with the worker's close ends the client's connection too.
         let close_client = framing == Framing::UntilClose;
 
         let mut client_head = Vec::with_capacity(head_len + 640);
@@ -746,18 +737,20 @@ impl Answer {
             head_len,
             framing,
             reusable: reusable && !close_client,
-            close_client,
             client_head,
         }))
+    }
+
+    /// The body ends when the worker closes, and so does the client's connection.
+    fn until_close(&self) -> bool {
+        self.framing == Framing::UntilClose
     }
 }
 
 /// Whether a worker's response header goes to the client: not the worker's connection
 /// management, and not what the gateway sets itself.
 fn passes_back(name: &str) -> bool {
-    !(name.eq_ignore_ascii_case("connection")
-        || name.eq_ignore_ascii_case("keep-alive")
-        || name.eq_ignore_ascii_case("proxy-connection")
+    !(forward::is_hop_by_hop(name)
         || name.eq_ignore_ascii_case("x-request-id")
         || respond::is_security_header(name))
 }
@@ -1086,7 +1079,7 @@ mod tests {
             .unwrap_or_else(|| panic!("no answer"));
         assert_eq!((a.status, a.head_len), (200, head.len()));
         assert_eq!(a.framing, Framing::Length(12));
-        assert!(a.reusable && !a.close_client);
+        assert!(a.reusable && !a.until_close());
         let out = String::from_utf8_lossy(&a.client_head).to_string();
         assert!(out.starts_with(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n"
@@ -1124,7 +1117,7 @@ mod tests {
             answer(head, head_request)
                 .ok()
                 .flatten()
-                .map(|a| (a.framing, a.reusable, a.close_client))
+                .map(|a| (a.framing, a.reusable, a.until_close()))
         };
         let sized = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n";
         assert_eq!(framing(sized, true), Some((Framing::Empty, true, false)));

@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 
 use crate::access::Finished;
 use crate::config::Settings;
-use crate::forward::{self, Client};
+use crate::forward::{self, has_token, Client};
 use crate::forwarder::{self, ApiRequest};
 use crate::metrics::Metrics;
 use crate::path;
@@ -69,6 +69,7 @@ pub struct Upgrade {
     request: RequestHeader,
     /// Length of the head; bytes after it were sent ahead by the client.
     len: usize,
+    client: Client,
 }
 
 /// Decide what the request head at the start of `bytes` is (pure).
@@ -77,7 +78,7 @@ pub fn parse_head(bytes: &[u8], settings: &Settings, client: Client) -> Head {
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(bytes) {
         Ok(httparse::Status::Complete(len)) => {
-            if let Some(upgrade) = upgrade(&req, len, settings, client.tls) {
+            if let Some(upgrade) = upgrade(&req, len, settings, client) {
                 Head::Upgrade(Box::new(upgrade))
             } else if let Some(api) = forwarder::request(&req, len, settings, client) {
                 Head::Api(Box::new(api))
@@ -90,7 +91,12 @@ pub fn parse_head(bytes: &[u8], settings: &Settings, client: Client) -> Head {
     }
 }
 
-fn upgrade(req: &httparse::Request, len: usize, settings: &Settings, tls: bool) -> Option<Upgrade> {
+fn upgrade(
+    req: &httparse::Request,
+    len: usize,
+    settings: &Settings,
+    client: Client,
+) -> Option<Upgrade> {
     if req.method != Some("GET") || req.version != Some(1) {
         return None;
     }
@@ -123,7 +129,7 @@ fn upgrade(req: &httparse::Request, len: usize, settings: &Settings, tls: bool) 
         return None;
     }
     // The proxy answers this one with its redirect.
-    if !tls
+    if !client.tls
         && settings.redirect_http
         && settings
             .https_location(host.unwrap_or_default(), target)
@@ -136,12 +142,11 @@ fn upgrade(req: &httparse::Request, len: usize, settings: &Settings, tls: bool) 
     for h in req.headers.iter() {
         request.append_header(h.name.to_string(), h.value).ok()?;
     }
-    Some(Upgrade { request, len })
-}
-
-fn has_token(list: &str, token: &str) -> bool {
-    list.split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    Some(Upgrade {
+        request,
+        len,
+        client,
+    })
 }
 
 /// What the tunnel path shares with the proxy: the worker pool and the metrics.
@@ -197,11 +202,11 @@ impl Tunnels {
         read: Vec<u8>,
         s: &Settings,
     ) -> Option<Open> {
-        let peer = client
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let trusted = peer.is_some_and(|ip| s.is_trusted(ip));
-        let Upgrade { mut request, len } = *upgrade;
+        let Upgrade {
+            mut request,
+            len,
+            client: who,
+        } = *upgrade;
         let incoming_id = request
             .headers
             .get("x-request-id")
@@ -209,12 +214,8 @@ impl Tunnels {
         let mut ex = Exchange {
             start: Instant::now(),
             path: request.uri.path().to_string(),
-            client: forward::Client {
-                peer,
-                trusted,
-                tls: client.get_ssl_digest().is_some(),
-            },
-            request_id: forward::request_id(incoming_id, trusted),
+            client: who,
+            request_id: forward::request_id(incoming_id, who.trusted),
             worker: None,
         };
 
