@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use btp_api::auth::PasswordParams;
+use btp_api::auth::{now_millis, token_hash, PasswordParams};
+use btp_api::store::Caller;
 use btp_api::sync::pull::Cursor;
 use btp_api::{AppState, Options};
 use btp_config::Config;
@@ -186,11 +187,18 @@ async fn run(label: &str, url: String, dir: &std::path::Path) -> anyhow::Result<
     times.sort();
 
     // Where the snapshot time goes: the store (query + rows) and the JSON encoding.
+    let caller = Caller {
+        user_id: user_id.clone(),
+        token_hash: token_hash(&token),
+    };
     let mut store_times = Vec::new();
     let mut encode_times = Vec::new();
     for _ in 0..SNAPSHOT_RUNS {
         let started = Instant::now();
-        let resp = state.store.pull(&user_id, Cursor::Seq(0), 10_000).await?;
+        let resp = state
+            .store
+            .pull(&caller, Cursor::Seq(0), 10_000, now_millis())
+            .await?;
         store_times.push(started.elapsed());
         let started = Instant::now();
         let encoded = serde_json::to_vec(&resp)?;

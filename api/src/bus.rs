@@ -1,5 +1,6 @@
 //! The change bus: every committed batch, in commit order, for the realtime layer to
-//! broadcast as `sync:changes` to the user's other sessions.
+//! broadcast as `sync:changes` to the user's other sessions; and every committed token
+//! revocation, for it to close the sockets opened with those tokens.
 //!
 //! In one process (SQLite) the store publishes right after its commit, while it still
 //! holds the write lock, so the bus order is the seq order. With PostgreSQL several API
@@ -45,9 +46,22 @@ impl ChangeBatch {
     }
 }
 
+/// Tokens revoked (logout, logout-all), on whichever process committed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub user_id: String,
+    /// The sha256 of the one revoked token; `None` revokes every token of the user.
+    pub token_hash: Option<String>,
+}
+
+/// How many revocations a subscriber may fall behind; one that lags closes every socket
+/// it may have missed (see `crate::realtime`).
+const REVOCATION_CAPACITY: usize = 1024;
+
 #[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Arc<ChangeBatch>>,
+    revocations: broadcast::Sender<Arc<Revocation>>,
 }
 
 impl Default for Bus {
@@ -59,7 +73,8 @@ impl Default for Bus {
 impl Bus {
     pub fn new() -> Bus {
         let (tx, _) = broadcast::channel(CAPACITY);
-        Bus { tx }
+        let (revocations, _) = broadcast::channel(REVOCATION_CAPACITY);
+        Bus { tx, revocations }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeBatch>> {
@@ -69,5 +84,13 @@ impl Bus {
     pub(crate) fn publish(&self, batch: ChangeBatch) {
         // No subscriber is not an error: the process may serve REST only.
         let _ = self.tx.send(Arc::new(batch));
+    }
+
+    pub fn revocations(&self) -> broadcast::Receiver<Arc<Revocation>> {
+        self.revocations.subscribe()
+    }
+
+    pub(crate) fn revoke(&self, revocation: Revocation) {
+        let _ = self.revocations.send(Arc::new(revocation));
     }
 }

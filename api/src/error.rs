@@ -86,6 +86,13 @@ impl ApiError {
         )
     }
 
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(message: &str, retry_after_secs: u64) -> ApiError {
+        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        err.retry_after = Some(retry_after_secs.max(1));
+        err
+    }
+
     pub fn not_found() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
     }
@@ -121,6 +128,9 @@ impl fmt::Display for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        if let StoreError::Revoked = e {
+            return ApiError::unauthorized();
+        }
         tracing::error!(error = %e, "storage error");
         ApiError::internal()
     }

@@ -14,7 +14,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::store::{self, Store, StoreError};
 use crate::sync::service::SyncService;
 
-/// How often worker 0 purges expired tombstones, acks, tokens and login failures.
+/// How often worker 0 purges expired tombstones, acks, tokens and throttling windows.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +75,13 @@ impl AppState {
         );
         store.migrate().await?;
         let metrics = Arc::new(Metrics::new(options.worker)?);
-        let auth = AuthService::new(store.clone(), options.password, config.auth.clone())
-            .map_err(|e| StartError::Password(e.to_string()))?;
+        let auth = AuthService::new(
+            store.clone(),
+            metrics.clone(),
+            options.password,
+            config.auth.clone(),
+        )
+        .map_err(|e| StartError::Password(e.to_string()))?;
         let sync = SyncService::new(store.clone(), metrics.clone(), config.sync.clone());
         let mut tasks = Vec::new();
         if let Some(listener) = store::spawn_listener(store.clone()).await? {
@@ -112,9 +117,6 @@ impl AppState {
 
 fn spawn_purge(store: Arc<Store>, config: &Config) -> JoinHandle<()> {
     let retention_ms = i64::from(config.sync.tombstone_retention_days) * 86_400_000;
-    let window_ms = i64::try_from(config.auth.login_window_secs)
-        .unwrap_or(i64::MAX / 2_000)
-        .saturating_mul(1000);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PURGE_EVERY);
         loop {
@@ -129,7 +131,7 @@ fn spawn_purge(store: Arc<Store>, config: &Config) -> JoinHandle<()> {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "[SYNC] PURGE failed"),
             }
-            if let Err(e) = store.purge_expired(now, now - window_ms).await {
+            if let Err(e) = store.purge_expired(now).await {
                 tracing::error!(error = %e, "[AUTH] PURGE failed");
             }
         }

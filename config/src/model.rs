@@ -168,6 +168,14 @@ pub struct Realtime {
     pub max_payload_bytes: u64,
     /// How long a client has to join a namespace after the Engine.IO handshake.
     pub connect_timeout_ms: u64,
+    /// Most bytes queued for one session's client (answers and changes it has not read
+    /// yet, 64 bytes counted per packet besides its own); past it the session is closed
+    /// ("buffer full"). One answer larger than this still goes out when nothing else is
+    /// queued.
+    pub max_buffered_bytes: u64,
+    /// Most `sync:*` handlers running at once for one socket; its next event waits (and
+    /// its connection is not read meanwhile), other sockets are not held up.
+    pub max_inflight_events: u32,
 }
 
 impl Default for Realtime {
@@ -177,6 +185,8 @@ impl Default for Realtime {
             ping_timeout_ms: 60_000,
             max_payload_bytes: 1_000_000,
             connect_timeout_ms: 45_000,
+            max_buffered_bytes: 1 << 20,
+            max_inflight_events: 16,
         }
     }
 }
@@ -210,9 +220,20 @@ impl Default for Sync {
 pub struct Auth {
     /// Lifetime of a bearer token.
     pub token_ttl_hours: u32,
-    /// Failed logins tolerated per account and per IP within `login_window_secs`.
+    /// Failed logins tolerated per (account, client IP) within `login_window_secs`.
     pub login_max_failures: u32,
+    /// The throttling window, from an account's or IP's first failure.
     pub login_window_secs: u64,
+    /// Failed logins tolerated from one client IP (an IPv6 /64) across all accounts.
+    pub login_max_failures_per_ip: u32,
+    /// Failed logins tolerated for one account across all IPs (distributed guessing);
+    /// the only limit other people's failures can make the owner hit.
+    pub login_max_failures_per_account: u32,
+    /// argon2 computations (login, registration) running at once; each holds 19 MiB.
+    /// 0 = one per CPU core.
+    pub max_concurrent_hashes: u32,
+    /// Accounts registered per client IP per hour.
+    pub register_max_per_ip: u32,
 }
 
 impl Default for Auth {
@@ -221,6 +242,10 @@ impl Default for Auth {
             token_ttl_hours: 24 * 30,
             login_max_failures: 10,
             login_window_secs: 900,
+            login_max_failures_per_ip: 100,
+            login_max_failures_per_account: 100,
+            max_concurrent_hashes: 0,
+            register_max_per_ip: 20,
         }
     }
 }
@@ -288,11 +313,25 @@ impl Realtime {
         self.ping_interval() + self.ping_timeout() + TUNNEL_IDLE_MARGIN
     }
 
+    pub fn max_buffered_bytes(&self) -> usize {
+        usize::try_from(self.max_buffered_bytes).unwrap_or(usize::MAX)
+    }
+
     /// Read timeout for a long-polling GET: the server answers a pending GET at the
     /// latest with the next ping, so anything longer than one interval plus the margin
     /// means the upstream is stuck.
     pub fn polling_read_timeout(&self) -> Duration {
         self.ping_interval() + TUNNEL_IDLE_MARGIN
+    }
+}
+
+impl Auth {
+    /// argon2 computations allowed at once: `max_concurrent_hashes`, or the CPU count.
+    pub fn hash_permits(&self) -> usize {
+        match self.max_concurrent_hashes {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        }
     }
 }
 

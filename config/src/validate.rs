@@ -16,6 +16,10 @@ use crate::{Config, DbKind, Problem, Problems};
 /// harness; the high end keeps a dead peer from pinning resources for more than minutes.
 const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 50..=600_000;
 const PAYLOAD_BYTES: std::ops::RangeInclusive<u64> = 1_024..=100_000_000;
+/// Per session: below a few KiB every pull answer would close its session; above a GiB
+/// the bound no longer protects anything.
+const BUFFERED_BYTES: std::ops::RangeInclusive<u64> = 4_096..=1 << 30;
+const INFLIGHT_EVENTS: std::ops::RangeInclusive<u32> = 1..=1_024;
 
 /// More gateway threads than this is a typo, not a machine.
 const MAX_THREADS: usize = 1024;
@@ -228,6 +232,29 @@ impl Ctx<'_> {
             );
         }
 
+        if !BUFFERED_BYTES.contains(&c.realtime.max_buffered_bytes) {
+            self.report(
+                "realtime.max_buffered_bytes",
+                format!(
+                    "realtime.max_buffered_bytes = {} is out of range ({}..={})",
+                    c.realtime.max_buffered_bytes,
+                    BUFFERED_BYTES.start(),
+                    BUFFERED_BYTES.end()
+                ),
+            );
+        }
+        if !INFLIGHT_EVENTS.contains(&c.realtime.max_inflight_events) {
+            self.report(
+                "realtime.max_inflight_events",
+                format!(
+                    "realtime.max_inflight_events = {} is out of range ({}..={})",
+                    c.realtime.max_inflight_events,
+                    INFLIGHT_EVENTS.start(),
+                    INFLIGHT_EVENTS.end()
+                ),
+            );
+        }
+
         if c.database.kind().is_none() {
             self.report(
                 "database.url",
@@ -267,10 +294,36 @@ impl Ctx<'_> {
                 "auth.token_ttl_hours must be at least 1".into(),
             );
         }
-        if c.auth.login_max_failures == 0 || c.auth.login_window_secs == 0 {
-            self.report(
+        for (key, value) in [
+            (
                 "auth.login_max_failures",
-                "auth.login_max_failures and auth.login_window_secs must be at least 1".into(),
+                u64::from(c.auth.login_max_failures),
+            ),
+            ("auth.login_window_secs", c.auth.login_window_secs),
+            (
+                "auth.login_max_failures_per_ip",
+                u64::from(c.auth.login_max_failures_per_ip),
+            ),
+            (
+                "auth.login_max_failures_per_account",
+                u64::from(c.auth.login_max_failures_per_account),
+            ),
+            (
+                "auth.register_max_per_ip",
+                u64::from(c.auth.register_max_per_ip),
+            ),
+        ] {
+            if value == 0 {
+                self.report(key, format!("{key} must be at least 1"));
+            }
+        }
+        if c.auth.max_concurrent_hashes > MAX_THREADS as u32 {
+            self.report(
+                "auth.max_concurrent_hashes",
+                format!(
+                    "auth.max_concurrent_hashes = {} is out of range (0..={MAX_THREADS}; 0 = one per CPU core)",
+                    c.auth.max_concurrent_hashes
+                ),
             );
         }
         if let Err(e) = c.log.level.parse::<LevelFilterCheck>() {

@@ -30,6 +30,14 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// A WebSocket opened to upgrade a polling session must finish the upgrade in time.
     pub upgrade_timeout: Duration,
+    /// Most bytes of packets queued for one session's client; a session whose client
+    /// lets more pile up unread is closed ([`crate::CloseReason::BufferFull`]). A packet
+    /// is always accepted when nothing is queued, so one larger answer still goes out.
+    pub max_buffered_bytes: usize,
+    /// Socket.IO only: most event handlers running at once for one socket. The next
+    /// event of that socket waits (and its session reads nothing more meanwhile); other
+    /// sockets are not held up.
+    pub max_inflight_events: usize,
     pub cors: Cors,
     /// Every Engine.IO sid starts with this (the API worker's two hex digits).
     pub sid_prefix: String,
@@ -45,6 +53,8 @@ impl Default for Config {
             max_payload: 1_000_000,
             connect_timeout: Duration::from_millis(45_000),
             upgrade_timeout: Duration::from_millis(10_000),
+            max_buffered_bytes: 1 << 20,
+            max_inflight_events: 16,
             cors: Cors::Origins(Vec::new()),
             sid_prefix: String::new(),
             path: "/socket.io/".to_owned(),

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use crate::sniff::{sniff, Sniffed};
 use crate::{
     Args, CloseReason, Config, Connection, Cors, EngineHandler, EngineServer, Message, Namespace,
-    Server,
+    ReadGate, Server,
 };
 
 /// The harness settings: ping 300 ms, timeout 200 ms, connect timeout 1 s, max payload
@@ -85,9 +85,9 @@ impl EngineHandler for Echo {
         &self,
         conn: &Arc<Connection<Self>>,
         message: Message,
-    ) -> Result<(), CloseReason> {
+    ) -> Result<Option<ReadGate>, CloseReason> {
         conn.send(message);
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -71,6 +71,13 @@
 //!   `ping_interval` after each pong; no pong within `ping_timeout` closes the session.
 //! * A client ping, a malformed packet, an oversized payload or a second concurrent
 //!   polling GET/POST closes that session only.
+//! * What one client can make the server hold is bounded: bytes queued for it
+//!   ([`Config::max_buffered_bytes`], else the session closes with "buffer full"),
+//!   handlers running for one socket ([`Config::max_inflight_events`], else its next
+//!   event waits and its session reads nothing more), and auth decisions (one per
+//!   namespace and session: a repeated CONNECT never reaches the auth callback).
+//! * A second WebSocket for a session that is on WebSocket or upgrading is answered
+//!   `101` and closed at once, as by the reference server.
 //! * Engine.IO sids start with [`Config::sid_prefix`] and never leave the session they
 //!   belong to; Socket.IO socket ids are separate random ids.
 //! * [`Server::shutdown`] sends Engine.IO `close` (not Socket.IO DISCONNECT, which would
@@ -91,7 +98,7 @@ pub mod socketio;
 pub use crate::args::{ArgError, Args};
 pub use crate::config::{Config, Cors};
 pub use crate::engine::{
-    Body, CloseReason, Connection, EngineHandler, EngineServer, Message, Transport,
+    Body, CloseReason, Connection, EngineHandler, EngineServer, Message, ReadGate, Transport,
 };
 pub use crate::metrics::MetricsSnapshot;
 pub use crate::server::{Namespace, Server, ServerBuilder};

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::engine::session::Transport;
+use crate::engine::session::{CloseReason, Transport};
 
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -14,10 +14,13 @@ pub(crate) struct Metrics {
     sockets: AtomicU64,
     events_received: AtomicU64,
     events_sent: AtomicU64,
+    events_held: AtomicU64,
+    connects_ignored: AtomicU64,
+    closed: [AtomicU64; CloseReason::ALL.len()],
 }
 
 /// A reading of the server's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     /// Engine.IO sessions currently on WebSocket.
     pub websocket_sessions: u64,
@@ -32,6 +35,15 @@ pub struct MetricsSnapshot {
     /// Socket.IO events and acks queued to clients since start (a broadcast counts once
     /// per recipient).
     pub events_sent_total: u64,
+    /// Events that waited because their socket had `max_inflight_events` handlers
+    /// running.
+    pub events_held_total: u64,
+    /// CONNECTs answered without asking the application: one for the same namespace was
+    /// pending or connected on the session (ignored), or had been refused (refused
+    /// again).
+    pub connects_ignored_total: u64,
+    /// Sessions ended since start, by reason, in [`CloseReason::ALL`] order.
+    pub sessions_closed_total: [(CloseReason, u64); CloseReason::ALL.len()],
 }
 
 impl Metrics {
@@ -47,8 +59,17 @@ impl Metrics {
         self.gauge(transport).fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn session_closed(&self, transport: Transport) {
+    pub fn session_closed(&self, transport: Transport, reason: CloseReason) {
         self.gauge(transport).fetch_sub(1, Ordering::Relaxed);
+        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn event_held(&self) {
+        self.events_held.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connect_ignored(&self) {
+        self.connects_ignored.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn session_upgraded(&self) {
@@ -80,6 +101,10 @@ impl Metrics {
             sockets: self.sockets.load(Ordering::Relaxed),
             events_received_total: self.events_received.load(Ordering::Relaxed),
             events_sent_total: self.events_sent.load(Ordering::Relaxed),
+            events_held_total: self.events_held.load(Ordering::Relaxed),
+            connects_ignored_total: self.connects_ignored.load(Ordering::Relaxed),
+            sessions_closed_total: CloseReason::ALL
+                .map(|reason| (reason, self.closed[reason as usize].load(Ordering::Relaxed))),
         }
     }
 }

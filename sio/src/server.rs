@@ -6,6 +6,14 @@
 //! handlers are futures spawned as tasks, so a slow database call in one handler delays
 //! neither the session's heartbeat nor its other events. A broadcast encodes its packet
 //! once and queues the same `Bytes` on every recipient's session.
+//!
+//! What one client can make the application do at once is bounded here:
+//! - at most `max_inflight_events` handlers run for one socket; the next event waits,
+//!   and its session reads nothing more until a handler ends (a [`ReadGate`]);
+//! - one auth decision per namespace and session: a CONNECT while another is being
+//!   decided, or once the socket is connected, is ignored, and a CONNECT after a refusal
+//!   gets the same refusal — none of them calls the auth callback (a database lookup in
+//!   the product), so a body of 15,000 CONNECTs costs one lookup.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +26,7 @@ use crate::args::Args;
 use crate::config::Config;
 use crate::engine::http::Body;
 use crate::engine::packet::Message;
-use crate::engine::server::{lock, Connection, EngineHandler, EngineServer};
+use crate::engine::server::{lock, Connection, EngineHandler, EngineServer, ReadGate};
 use crate::engine::session::CloseReason;
 use crate::metrics::MetricsSnapshot;
 use crate::socket::{
@@ -145,15 +153,63 @@ impl<D: Send + Sync + 'static> Nsp<D> {
         }
     }
 
-    fn dispatch(&self, socket: Socket<D>, event: Event) {
+    /// Runs the event's handler now if the socket has room for one more, or returns the
+    /// gate that runs it once a running handler ends.
+    fn dispatch(&self, socket: Socket<D>, event: Event) -> Option<ReadGate> {
         let handler = self
             .handlers
             .events
             .get(&event.name)
-            .or(self.handlers.on_any.as_ref());
-        if let Some(handler) = handler {
-            tokio::spawn(handler(socket, event));
+            .or(self.handlers.on_any.as_ref())?;
+        if let Some(slot) = Slot::try_take(&socket) {
+            slot.run(handler(socket, event));
+            return None;
         }
+        socket.inner.conn.metrics().event_held();
+        let handler = Arc::clone(handler);
+        Some(Box::pin(async move {
+            if let Some(slot) = Slot::take(&socket).await {
+                slot.run(handler(socket, event));
+            }
+        }))
+    }
+}
+
+/// One of a socket's `max_inflight_events` handler slots, given back when the handler
+/// ends (or panics).
+struct Slot<D: Send + Sync + 'static> {
+    socket: Socket<D>,
+}
+
+impl<D: Send + Sync + 'static> Slot<D> {
+    fn try_take(socket: &Socket<D>) -> Option<Slot<D>> {
+        let permit = socket.inner.inflight.try_acquire().ok()?;
+        permit.forget();
+        Some(Slot {
+            socket: socket.clone(),
+        })
+    }
+
+    /// Waits for a slot; `None` if the socket is gone meanwhile.
+    async fn take(socket: &Socket<D>) -> Option<Slot<D>> {
+        let permit = socket.inner.inflight.acquire().await.ok()?;
+        permit.forget();
+        Some(Slot {
+            socket: socket.clone(),
+        })
+    }
+
+    fn run(self, handler: BoxFuture<()>) {
+        tokio::spawn(async move {
+            handler.await;
+            drop(self);
+        });
+    }
+}
+
+impl<D: Send + Sync + 'static> Drop for Slot<D> {
+    fn drop(&mut self) {
+        self.socket.inner.inflight.add_permits(1);
     }
 }
 
@@ -169,6 +225,16 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 pub struct SioState<D: Send + Sync + 'static> {
     assembler: Mutex<Assembler>,
     sockets: Mutex<Vec<Socket<D>>>,
+    /// Namespaces whose CONNECT is being decided or was refused on this session.
+    joins: Mutex<Vec<(Arc<str>, Join)>>,
+}
+
+/// Where a namespace's CONNECT stands on a session, until its socket is connected.
+enum Join {
+    /// The auth callback is deciding.
+    Pending,
+    /// Refused with this CONNECT_ERROR data; a later CONNECT gets the same.
+    Refused(Value),
 }
 
 impl<D: Send + Sync + 'static> SioState<D> {
@@ -190,6 +256,7 @@ impl<D: Send + Sync + 'static> SioState<D> {
 pub struct SioHandler<D: Send + Sync + 'static> {
     namespaces: HashMap<String, Arc<Nsp<D>>>,
     max_attachment_bytes: usize,
+    max_inflight_events: usize,
 }
 
 impl<D: Send + Sync + 'static> EngineHandler for SioHandler<D> {
@@ -199,10 +266,15 @@ impl<D: Send + Sync + 'static> EngineHandler for SioHandler<D> {
         SioState {
             assembler: Mutex::new(Assembler::new(self.max_attachment_bytes)),
             sockets: Mutex::new(Vec::new()),
+            joins: Mutex::new(Vec::new()),
         }
     }
 
-    fn on_message(&self, conn: &Arc<Conn<D>>, message: Message) -> Result<(), CloseReason> {
+    fn on_message(
+        &self,
+        conn: &Arc<Conn<D>>,
+        message: Message,
+    ) -> Result<Option<ReadGate>, CloseReason> {
         let complete = {
             let mut assembler = lock(&conn.app_state().assembler);
             match &message {
@@ -215,7 +287,7 @@ impl<D: Send + Sync + 'static> EngineHandler for SioHandler<D> {
         };
         let Some(Complete { packet, binary }) = complete.map_err(|_| CloseReason::ParseError)?
         else {
-            return Ok(());
+            return Ok(None);
         };
         match packet.body {
             PacketBody::Connect(auth) => self.connect(conn, packet.nsp, auth),
@@ -226,7 +298,7 @@ impl<D: Send + Sync + 'static> EngineHandler for SioHandler<D> {
             }
             PacketBody::Event { name, args } => {
                 let Some(socket) = conn.app_state().socket(&packet.nsp) else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 conn.metrics().event_received();
                 let ack = packet.id.map(|id| {
@@ -242,7 +314,7 @@ impl<D: Send + Sync + 'static> EngineHandler for SioHandler<D> {
                     ack,
                 };
                 let nsp = Arc::clone(&socket.inner.nsp);
-                nsp.dispatch(socket, event);
+                return Ok(nsp.dispatch(socket, event));
             }
             PacketBody::Ack { args } => {
                 if let (Some(socket), Some(id)) = (conn.app_state().socket(&packet.nsp), packet.id)
@@ -252,7 +324,7 @@ impl<D: Send + Sync + 'static> EngineHandler for SioHandler<D> {
             }
             PacketBody::ConnectError(_) => return Err(CloseReason::ParseError),
         }
-        Ok(())
+        Ok(None)
     }
 
     fn on_close(&self, conn: &Arc<Conn<D>>, reason: CloseReason) {
@@ -275,8 +347,27 @@ impl<D: Send + Sync + 'static> SioHandler<D> {
             conn.push(packet::connect_error(&name, &error));
             return;
         };
-        if conn.app_state().socket(&name).is_some() {
+        let state = conn.app_state();
+        if state.socket(&name).is_some() {
+            conn.metrics().connect_ignored();
             return;
+        }
+        {
+            let mut joins = lock(&state.joins);
+            match joins.iter().find(|(n, _)| **n == *name) {
+                Some((_, Join::Pending)) => {
+                    conn.metrics().connect_ignored();
+                    return;
+                }
+                Some((_, Join::Refused(error))) => {
+                    let refusal = packet::connect_error(&name, error);
+                    drop(joins);
+                    conn.metrics().connect_ignored();
+                    conn.push(refusal);
+                    return;
+                }
+                None => joins.push((Arc::clone(&nsp.name), Join::Pending)),
+            }
         }
         let auth = auth
             .and_then(|raw| serde_json::from_str(raw.get()).ok())
@@ -289,12 +380,32 @@ impl<D: Send + Sync + 'static> SioHandler<D> {
         let decision = (nsp.handlers.auth)(handshake);
         let conn = Arc::clone(conn);
         let nsp = Arc::clone(nsp);
+        let max_inflight = self.max_inflight_events;
         tokio::spawn(async move {
-            match decision.await {
-                Ok(data) => attach(conn, nsp, data),
-                Err(error) => {
-                    conn.push(packet::connect_error(&nsp.name, &error.to_value()));
+            let decision = decision.await;
+            let refusal = {
+                let mut joins = lock(&conn.app_state().joins);
+                let index = joins.iter().position(|(n, _)| *n == nsp.name);
+                match (&decision, index) {
+                    (Ok(_), Some(i)) => {
+                        joins.swap_remove(i);
+                        None
+                    }
+                    (Err(error), Some(i)) => {
+                        let value = error.to_value();
+                        let refusal = packet::connect_error(&nsp.name, &value);
+                        joins[i].1 = Join::Refused(value);
+                        Some(refusal)
+                    }
+                    (_, None) => None,
                 }
+            };
+            match (decision, refusal) {
+                (Ok(data), _) => attach(conn, nsp, data, max_inflight),
+                (Err(_), Some(refusal)) => {
+                    conn.push(refusal);
+                }
+                (Err(_), None) => {}
             }
         });
     }
@@ -302,8 +413,13 @@ impl<D: Send + Sync + 'static> SioHandler<D> {
 
 /// Adds an authorized socket to its session and namespace, answers CONNECT, and runs
 /// the connection callback.
-fn attach<D: Send + Sync + 'static>(conn: Arc<Conn<D>>, nsp: Arc<Nsp<D>>, data: D) {
-    let socket = Socket::new(Arc::clone(&conn), Arc::clone(&nsp), data);
+fn attach<D: Send + Sync + 'static>(
+    conn: Arc<Conn<D>>,
+    nsp: Arc<Nsp<D>>,
+    data: D,
+    max_inflight: usize,
+) {
+    let socket = Socket::new(Arc::clone(&conn), Arc::clone(&nsp), data, max_inflight);
     let id = Arc::clone(&socket.inner.id);
     write(&nsp.sockets).insert(Arc::clone(&id), socket.clone());
     let added = {
@@ -362,6 +478,7 @@ impl<D: Send + Sync + 'static> ServerBuilder<D> {
         let handler = SioHandler {
             namespaces,
             max_attachment_bytes,
+            max_inflight_events: self.config.max_inflight_events.max(1),
         };
         Server {
             engine: EngineServer::build(self.config, handler, Some(connect_timeout)),

@@ -188,10 +188,12 @@ pub(crate) struct SocketInner<D: Send + Sync + 'static> {
     rooms: Mutex<Vec<Arc<str>>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<Args>>>,
     next_ack: AtomicU64,
+    /// Free event-handler slots (`max_inflight_events`), see `server::Slot`.
+    pub(crate) inflight: tokio::sync::Semaphore,
 }
 
 impl<D: Send + Sync + 'static> Socket<D> {
-    pub(crate) fn new(conn: Arc<Conn<D>>, nsp: Arc<Nsp<D>>, data: D) -> Self {
+    pub(crate) fn new(conn: Arc<Conn<D>>, nsp: Arc<Nsp<D>>, data: D, max_inflight: usize) -> Self {
         Socket {
             inner: Arc::new(SocketInner {
                 id: crate::engine::server::random_id().into(),
@@ -202,6 +204,7 @@ impl<D: Send + Sync + 'static> Socket<D> {
                 rooms: Mutex::new(Vec::new()),
                 acks: Mutex::new(HashMap::new()),
                 next_ack: AtomicU64::new(0),
+                inflight: tokio::sync::Semaphore::new(max_inflight),
             }),
         }
     }

@@ -447,15 +447,44 @@ async fn polling_after_upgrade_is_400() {
     assert_eq!(poll.json()["code"], 3);
 }
 
+/// The reference server completes the handshake of a second WebSocket for a session
+/// that is on WebSocket or upgrading already, then closes it; the session goes on.
 #[tokio::test]
-async fn second_websocket_with_the_same_sid_is_refused() {
+async fn second_websocket_with_the_same_sid_is_opened_then_closed_and_the_first_goes_on() {
     let sid = polling_session(SIO).await;
     let mut ws = ws_connect(&url(SIO, &sid, "websocket")).await.unwrap();
     ws.send("2probe").await;
     assert_eq!(ws.recv().await, Msg::Text("3probe".into()));
+
+    // While the first is upgrading.
+    let mut during = ws_connect(&url(SIO, &sid, "websocket"))
+        .await
+        .expect("101 while upgrading");
+    assert!(during.closed_within(Duration::from_secs(2)).await);
+
     ws.send("5").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(ws_connect(&url(SIO, &sid, "websocket")).await.is_err());
+    // Once upgraded.
+    let mut after = ws_connect(&url(SIO, &sid, "websocket"))
+        .await
+        .expect("101 once upgraded");
+    assert!(after.closed_within(Duration::from_secs(2)).await);
+
+    ws.send("40").await;
+    assert!(ws.recv_data().await.text().starts_with("40{"));
+    assert_eq!(ws.recv_data().await.text(), r#"42["auth",{}]"#);
+    ws.send(r#"42["message","still here"]"#).await;
+    assert_eq!(
+        ws.recv_data().await.text(),
+        r#"42["message-back","still here"]"#
+    );
+}
+
+#[tokio::test]
+async fn websocket_for_an_unknown_sid_is_refused() {
+    assert!(ws_connect(&url(SIO, "00unknown-session-id", "websocket"))
+        .await
+        .is_err());
 }
 
 // ---------------------------------------------------------------- Socket.IO connect

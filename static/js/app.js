@@ -52,6 +52,20 @@ class App {
     this.listState = { query: '', status: '', limit: LIST_PAGE };
     this.screen = null;
     window.addEventListener('hashchange', () => this.route());
+    // The session is shared by every tab of this browser: signing out (or in as someone
+    // else) in one tab does the same in the others.
+    window.addEventListener('storage', (ev) => {
+      if (ev.key === SESSION_KEY || ev.key === null) this.sessionChangedElsewhere();
+    });
+  }
+
+  async sessionChangedElsewhere() {
+    const next = readJson(SESSION_KEY);
+    const nextToken = next && next.token && next.user && next.user.id ? next.token : null;
+    const current = this.session && this.session.token;
+    if (nextToken === (current || null)) return;
+    if (this.engine) await this.signOut({ elsewhere: true });
+    if (nextToken && this.config) await this.enter(next);
   }
 
   async boot() {
@@ -164,10 +178,15 @@ class App {
     if (location.hash.startsWith('#/p/')) location.hash = '#/';
   }
 
-  async signOut({ expired = false }) {
-    if (!expired && this.engine && this.engine.outbox.length && !window.confirm(t('auth.logoutPending'))) return;
+  /**
+   * `expired`: the server refused the token (revoked, expired); `elsewhere`: another tab
+   * signed out and already told the server and cleared this device's data.
+   */
+  async signOut({ expired = false, elsewhere = false }) {
+    const byUser = !expired && !elsewhere;
+    if (byUser && this.engine && this.engine.outbox.length && !window.confirm(t('auth.logoutPending'))) return;
     const userId = this.session && this.session.user.id;
-    if (!expired && this.api) this.api.logout().catch(() => {});
+    if (byUser && this.api) this.api.logout().catch(() => {});
     if (this.transport) this.transport.stop();
     if (this.engine) this.engine.stop();
     if (this.store) this.store.close();
@@ -177,14 +196,16 @@ class App {
     this.session = null;
     this.header = null;
     this.screen = null;
-    try { localStorage.removeItem(SESSION_KEY); } catch { /* nothing to remove */ }
-    if (userId && !expired) await deleteStore(userId);
+    if (!elsewhere) {
+      try { localStorage.removeItem(SESSION_KEY); } catch { /* nothing to remove */ }
+    }
+    if (userId && byUser) await deleteStore(userId);
     if (this.api) this.api.token = null;
     history.replaceState(null, '', '#/login');
     this.route();
-    if (expired) {
+    if (!byUser) {
       mountToasts(this.root);
-      toast(t('toast.sessionExpired'), 'warn', 6000);
+      toast(t(expired ? 'toast.sessionExpired' : 'toast.signedOutElsewhere'), 'warn', 6000);
     }
   }
 }

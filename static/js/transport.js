@@ -94,7 +94,10 @@ export class Transport extends EventTarget {
           this.failures = wasConnected ? 1 : this.failures + 1;
           if (this.failures >= FAILURES_BEFORE_POLLING) this.startPolling();
           else if (this.mode !== 'polling') this.setMode('connecting');
-          this.reconnectTimer = setTimeout(() => this.connect(), backoffDelay(this.failures));
+          // The server ends a socket on purpose only when its token is revoked or has
+          // expired: ask again at once, and its refusal ('unauthorized') signs out.
+          const delay = reason === 'server disconnect' ? 0 : backoffDelay(this.failures);
+          this.reconnectTimer = setTimeout(() => this.connect(), delay);
         },
       },
     });

@@ -285,6 +285,42 @@ describe('web app on the real gateway and API', () => {
     }
   });
 
+  test('signing out in one tab signs out the other tabs, and a device using the same token is signed out by the server', async () => {
+    const S = await newDevice(browser, { name: 'signout' });
+    const T = await newDevice(browser, { name: 'same-token' });
+    try {
+      await S.page.goto(system.url);
+      await signIn(S.page, user);
+      await waitConn(S.page, 'websocket');
+      const tab = await S.context.newPage();
+      await tab.goto(system.url);
+      await tab.waitForSelector(`${tid('totals')}[data-ready="true"]`);
+      await waitConn(tab, 'websocket');
+      // Another browser holding the same token (its storage is its own, so only the
+      // server can tell it the token is gone).
+      const session = await S.page.evaluate(() => localStorage.getItem('btp.session'));
+      await T.page.goto(system.url);
+      await T.page.evaluate((value) => localStorage.setItem('btp.session', value), session);
+      await T.page.reload();
+      await T.page.waitForSelector(`${tid('totals')}[data-ready="true"]`);
+      await waitConn(T.page, 'websocket');
+
+      await S.page.click(tid('logout'));
+      await S.page.waitForSelector(tid('login-form'), { timeout: 5000 });
+      await tab.waitForSelector(tid('login-form'), { timeout: 3000 });
+      assert.equal(await tab.evaluate(() => localStorage.getItem('btp.session')), null);
+      await T.page.waitForSelector(tid('login-form'), { timeout: 5000 });
+      assert.equal(await T.page.evaluate(() => localStorage.getItem('btp.session')), null);
+      const revoked = T.sockets.some((s) => s.received.includes('41'));
+      assert.ok(revoked, 'the server sent no DISCONNECT to the other browser');
+      await shot(tab, '15-signed-out-elsewhere.png');
+      assert.deepEqual(S.errors.filter((e) => !isNetworkFailure(e)), []);
+    } finally {
+      await S.context.close();
+      await T.context.close();
+    }
+  });
+
   test('no console errors on any page', () => {
     assert.deepEqual(A.errors, []);
     assert.deepEqual(B.errors, []);

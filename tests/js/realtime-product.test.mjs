@@ -175,34 +175,109 @@ test('a device reconnecting with the same clientSessionId keeps receiving others
   }
 });
 
-test('two API processes on PostgreSQL: a push on one reaches a socket on the other; polling stays on its process', async () => {
-  const pg = await startPostgres();
-  let multi;
-  try {
-    const db = pg.createDatabase(`btp_js_${process.pid}`);
-    multi = await startSystem({ name: 'realtime-two-workers', realtime: HEARTBEAT, workers: 2, databaseUrl: db });
-    const u = await register(multi.url, 'multi');
-    const worker0 = `http://127.0.0.1:${multi.apiPort}`;
-    const worker1 = `http://127.0.0.1:${multi.apiPort + 1}`;
-    const a = await device(worker0, u.token, 'multi-a', { transports: ['websocket'] });
-    const b = await device(worker1, u.token, 'multi-b', { transports: ['websocket'] });
-    // Polling sessions through the gateway: every request must reach the process that
-    // owns the sid, or the session would fail with "Session ID unknown".
-    const polling = await Promise.all([0, 1, 2, 3].map((i) => device(multi.url, u.token, `multi-poll-${i}`, { transports: ['polling'] })));
+// One PostgreSQL cluster and one two-worker system for the multi-process tests.
+let multiStarted = null;
+function multiSystem() {
+  multiStarted ??= (async () => {
+    const pg = await startPostgres();
     try {
-      const op = createOp('Entre processus');
-      await push(a, 'multi-a', [op]);
-      await eventually(() => b.received.length === 1, 'the socket on the other process to receive the change');
-      assert.deepEqual(changedIds(b), [op.id]);
-      await eventually(() => polling.every((p) => p.received.length === 1), 'every polling session behind the gateway to receive it');
-      await sleep(300);
-      assert.equal(a.received.length, 0, 'echo to the origin across processes');
-      assert.ok(polling.every((p) => p.connected), 'a polling session was dropped');
-    } finally {
-      for (const s of [a, b, ...polling]) s.close();
+      const db = pg.createDatabase(`btp_js_${process.pid}`);
+      const system = await startSystem({ name: 'realtime-two-workers', realtime: HEARTBEAT, workers: 2, databaseUrl: db });
+      return { pg, system };
+    } catch (err) {
+      await pg.stop();
+      throw err;
     }
+  })();
+  return multiStarted;
+}
+after(async () => {
+  if (!multiStarted) return;
+  const { pg, system } = await multiStarted;
+  await system.stop();
+  await pg.stop();
+});
+
+test('two API processes on PostgreSQL: a push on one reaches a socket on the other; polling stays on its process', async () => {
+  const { system: multi } = await multiSystem();
+  const u = await register(multi.url, 'multi');
+  const worker0 = `http://127.0.0.1:${multi.apiPort}`;
+  const worker1 = `http://127.0.0.1:${multi.apiPort + 1}`;
+  const a = await device(worker0, u.token, 'multi-a', { transports: ['websocket'] });
+  const b = await device(worker1, u.token, 'multi-b', { transports: ['websocket'] });
+  // Polling sessions through the gateway: every request must reach the process that
+  // owns the sid, or the session would fail with "Session ID unknown".
+  const polling = await Promise.all([0, 1, 2, 3].map((i) => device(multi.url, u.token, `multi-poll-${i}`, { transports: ['polling'] })));
+  try {
+    const op = createOp('Entre processus');
+    await push(a, 'multi-a', [op]);
+    await eventually(() => b.received.length === 1, 'the socket on the other process to receive the change');
+    assert.deepEqual(changedIds(b), [op.id]);
+    await eventually(() => polling.every((p) => p.received.length === 1), 'every polling session behind the gateway to receive it');
+    await sleep(300);
+    assert.equal(a.received.length, 0, 'echo to the origin across processes');
+    assert.ok(polling.every((p) => p.connected), 'a polling session was dropped');
   } finally {
-    await multi?.stop();
-    await pg.stop();
+    for (const s of [a, b, ...polling]) s.close();
+  }
+});
+
+/** Resolves with (reason, ms after `since()`) when the socket is disconnected. */
+function disconnection(socket, since) {
+  return new Promise((resolve) => socket.once('disconnect', (reason) => resolve({ reason, after: Date.now() - since() })));
+}
+
+test('two API processes on PostgreSQL: logout and logout-all close the token\'s sockets on both within a second, and a push sent after is never applied', async () => {
+  const { system: multi } = await multiSystem();
+  const u = await register(multi.url, 'revoked');
+  const stranger = await register(multi.url, 'stranger');
+  const login = await fetch(`${multi.url}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: u.user.email, password: 'correct horse battery' }),
+  });
+  assert.equal(login.status, 200);
+  const second = (await login.json()).token;
+  const worker = (i) => `http://127.0.0.1:${multi.apiPort + i}`;
+  const ws = { transports: ['websocket'] };
+  const first0 = await device(worker(0), u.token, 'first-0', ws);
+  const first1 = await device(worker(1), u.token, 'first-1', ws);
+  const second0 = await device(worker(0), second, 'second-0', ws);
+  const second1 = await device(worker(1), second, 'second-1', ws);
+  const other = await device(worker(1), stranger.token, 'other', ws);
+  const all = [first0, first1, second0, second1, other];
+  try {
+    let at = 0;
+    const firstGone = [first0, first1].map((s) => disconnection(s, () => at));
+    at = Date.now();
+    const out = await fetch(`${multi.url}/api/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${u.token}` } });
+    assert.equal(out.status, 204);
+    at = Date.now();
+    // Straight onto the wire of a revoked socket, past the client's own checks.
+    const late = createOp('after logout');
+    if (first1.io.engine) first1.io.engine.write(`21${JSON.stringify(['sync:push', { client_id: 'late', session_id: 'first-1', ops: [late] }])}`);
+    for (const gone of await Promise.all(firstGone)) {
+      assert.equal(gone.reason, 'io server disconnect');
+      assert.ok(gone.after < 1000, `closed ${gone.after} ms after the logout`);
+    }
+    assert.ok(second0.connected && second1.connected && other.connected, 'another token\'s socket was closed');
+    const pulled = await second1.timeout(5000).emitWithAck('sync:pull', { cursor: 0 });
+    assert.ok(!pulled.changes.some((c) => c.id === late.id), 'a push sent after the logout was applied');
+
+    const secondGone = [second0, second1].map((s) => disconnection(s, () => at));
+    at = Date.now();
+    const outAll = await fetch(`${multi.url}/api/auth/logout-all`, { method: 'POST', headers: { authorization: `Bearer ${second}` } });
+    assert.equal(outAll.status, 204);
+    at = Date.now();
+    for (const gone of await Promise.all(secondGone)) {
+      assert.equal(gone.reason, 'io server disconnect');
+      assert.ok(gone.after < 1000, `closed ${gone.after} ms after logout-all`);
+    }
+    await sleep(200);
+    assert.ok(other.connected, 'the other user\'s socket was closed');
+    const mine = await fetch(`${multi.url}/api/projects`, { headers: { authorization: `Bearer ${second}` } });
+    assert.equal(mine.status, 401);
+  } finally {
+    for (const s of all) s.close();
   }
 });

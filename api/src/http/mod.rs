@@ -24,9 +24,10 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 
+use crate::auth::token_hash;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
-use crate::store::UserRecord;
+use crate::store::{Caller, UserRecord};
 
 /// Header naming the client session a REST write comes from (the web app sends its
 /// `clientSessionId`), so the realtime layer does not echo the change back to it.
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/register", post(account::register))
         .route("/api/auth/login", post(account::login))
         .route("/api/auth/logout", post(account::logout))
+        .route("/api/auth/logout-all", post(account::logout_all))
         .route("/api/auth/me", get(account::me))
         .route("/api/projects", get(projects::list).post(projects::create))
         .route(
@@ -164,7 +166,8 @@ impl FromRequest<AppState> for JsonBody {
 /// The caller, from `Authorization: Bearer <token>`.
 pub struct Authed {
     pub user: UserRecord,
-    pub token: String,
+    /// The user and the token's hash, for the sync store's token check.
+    pub caller: Caller,
 }
 
 impl FromRequestParts<AppState> for Authed {
@@ -172,14 +175,17 @@ impl FromRequestParts<AppState> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        let user = state
+        let bearer = state
             .auth
             .authenticate(token)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         Ok(Authed {
-            user,
-            token: token.to_string(),
+            caller: Caller {
+                user_id: bearer.user.id.clone(),
+                token_hash: token_hash(token),
+            },
+            user: bearer.user,
         })
     }
 }

@@ -122,7 +122,7 @@ async fn write(
         id: id.to_string(),
         patch,
     };
-    state.sync.rest_op(&authed.user.id, op, &session).await
+    state.sync.rest_op(&authed.caller, op, &session).await
 }
 
 /// Map a conflict or rejection ack to its HTTP error.

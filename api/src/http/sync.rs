@@ -20,7 +20,7 @@ pub async fn pull(
     let session = session_header(&headers);
     let response = state
         .sync
-        .pull(&authed.user.id, &body, session.as_deref())
+        .pull(&authed.caller, &body, session.as_deref())
         .await?;
     Ok(Json(response))
 }
@@ -34,7 +34,7 @@ pub async fn push(
     let session = session_header(&headers);
     let response = state
         .sync
-        .push(&authed.user.id, &body, session.as_deref())
+        .push(&authed.caller, &body, session.as_deref())
         .await?;
     Ok(Json(response))
 }

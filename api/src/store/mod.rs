@@ -23,6 +23,16 @@ macro_rules! project_cols {
     };
 }
 
+/// 1 while a `Caller`'s token is live, else 0 — with the user id as `$1`, the token
+/// hash as `$2` and the time as `$3` (an integer: sqlx's `Any` decodes no SQLite bool).
+macro_rules! token_live {
+    () => {
+        "CASE WHEN EXISTS (SELECT 1 FROM auth_tokens \
+         WHERE token_hash = $2 AND user_id = $1 AND expires_at > $3) THEN 1 ELSE 0 END"
+    };
+}
+
+mod accounts;
 mod postgres;
 mod sqlite;
 
@@ -40,6 +50,7 @@ use crate::sync::checksum::Checksum;
 use crate::sync::pull::{self, Cursor, Plan, PullResponse};
 use crate::sync::{Ack, Change, OpInput, SyncState};
 
+pub use accounts::{Bearer, Caller, Refused, Slot, UserRecord};
 pub use postgres::spawn_listener;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +70,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("user {0} has no sync state")]
     NoSyncState(String),
+    /// The bearer token was revoked or expired before the statement that needed it.
+    #[error("the token is revoked or expired")]
+    Revoked,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -67,16 +81,6 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub enum Dialect {
     Sqlite,
     Postgres,
-}
-
-/// An account as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRecord {
-    pub id: String,
-    pub email: String,
-    pub name: String,
-    pub password_hash: String,
-    pub created_at: i64,
 }
 
 /// What a retention purge removed.
@@ -88,6 +92,8 @@ pub struct Purged {
 
 /// PostgreSQL channel of the change bus.
 const CHANNEL: &str = "btp_changes";
+/// PostgreSQL channel of token revocations (logout, logout-all).
+const REVOCATIONS: &str = "btp_revocations";
 
 pub struct Store {
     pool: AnyPool,
@@ -191,126 +197,6 @@ impl Store {
         }
     }
 
-    // ----- accounts -----
-
-    /// Insert a user with an empty sync state. `false` if the email is taken.
-    pub async fn insert_user(&self, user: &UserRecord) -> Result<bool> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, email, name, password_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING",
-        )
-        .bind(&user.id)
-        .bind(&user.email)
-        .bind(&user.name)
-        .bind(&user.password_hash)
-        .bind(user.created_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO sync_state (user_id, seq, purged_seq, live_count, checksum) \
-             VALUES ($1, 0, 0, 0, $2)",
-        )
-        .bind(&user.id)
-        .bind(Checksum::default().to_hex())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
-        let row = sqlx::query(
-            "SELECT id, email, name, password_hash, created_at FROM users WHERE email = $1",
-        )
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| user_of(&r)).transpose()
-    }
-
-    pub async fn insert_token(
-        &self,
-        token_hash: &str,
-        user_id: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> Result<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO auth_tokens (token_hash, user_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The user a token belongs to, if the token exists and has not expired.
-    pub async fn user_by_token(&self, token_hash: &str, now: i64) -> Result<Option<UserRecord>> {
-        let row = sqlx::query(
-            "SELECT u.id, u.email, u.name, u.password_hash, u.created_at \
-             FROM auth_tokens t JOIN users u ON u.id = t.user_id \
-             WHERE t.token_hash = $1 AND t.expires_at > $2",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| user_of(&r)).transpose()
-    }
-
-    pub async fn delete_token(&self, token_hash: &str) -> Result<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query("DELETE FROM auth_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn failures_since(&self, key: &str, since: i64) -> Result<i64> {
-        let row =
-            sqlx::query("SELECT COUNT(*) FROM login_failures WHERE key = $1 AND failed_at > $2")
-                .bind(key)
-                .bind(since)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(row.try_get(0)?)
-    }
-
-    pub async fn record_failures(&self, keys: &[&str], now: i64) -> Result<()> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.begin_write().await?;
-        for key in keys {
-            sqlx::query("INSERT INTO login_failures (key, failed_at) VALUES ($1, $2)")
-                .bind(*key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn clear_failures(&self, key: &str) -> Result<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query("DELETE FROM login_failures WHERE key = $1")
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     // ----- projects and sync -----
 
     pub async fn sync_state(&self, user_id: &str) -> Result<SyncState> {
@@ -354,22 +240,26 @@ impl Store {
     /// Apply one push batch in one transaction (see `sync::apply`), then publish it.
     pub async fn push(
         &self,
-        user_id: &str,
+        caller: &Caller,
         ops: Vec<OpInput>,
         now: i64,
         origin_session: Option<&str>,
     ) -> Result<Applied> {
+        let user_id = caller.user_id.as_str();
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "UPDATE sync_state SET seq = seq WHERE user_id = $1 \
-             RETURNING seq, purged_seq, live_count, checksum",
-        )
+             RETURNING seq, purged_seq, live_count, checksum, ",
+            token_live!()
+        ))
         .bind(user_id)
+        .bind(&caller.token_hash)
+        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
         let state = match row {
-            Some(row) => state_of(&row)?,
+            Some(row) => authorized_state(&row)?,
             None => return Err(StoreError::NoSyncState(user_id.to_string())),
         };
 
@@ -427,9 +317,29 @@ impl Store {
     }
 
     /// Answer a pull (see `sync::pull`), reading state and rows in one snapshot.
-    pub async fn pull(&self, user_id: &str, cursor: Cursor, limit: usize) -> Result<PullResponse> {
+    pub async fn pull(
+        &self,
+        caller: &Caller,
+        cursor: Cursor,
+        limit: usize,
+        now: i64,
+    ) -> Result<PullResponse> {
+        let user_id = caller.user_id.as_str();
         let mut tx = self.begin_read().await?;
-        let state = read_state(&mut *tx, user_id).await?;
+        let row = sqlx::query(concat!(
+            "SELECT seq, purged_seq, live_count, checksum, ",
+            token_live!(),
+            " FROM sync_state WHERE user_id = $1"
+        ))
+        .bind(user_id)
+        .bind(&caller.token_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let state = match row {
+            Some(row) => authorized_state(&row)?,
+            None => return Err(StoreError::NoSyncState(user_id.to_string())),
+        };
         let plan = pull::plan(cursor, &state);
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
         let rows = match plan {
@@ -522,20 +432,6 @@ impl Store {
         }
         Ok(purged)
     }
-
-    /// Drop expired tokens and login failures older than the throttling window.
-    pub async fn purge_expired(&self, now: i64, failures_before: i64) -> Result<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query("DELETE FROM auth_tokens WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM login_failures WHERE failed_at < $1")
-            .bind(failures_before)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
 }
 
 async fn read_state<'e, E>(executor: E, user_id: &str) -> Result<SyncState>
@@ -565,6 +461,15 @@ fn state_of(row: &AnyRow) -> Result<SyncState> {
     })
 }
 
+/// Decode a `sync_state` row selected as `seq, purged_seq, live_count, checksum,
+/// token_live!()`: the state, or `Revoked`.
+fn authorized_state(row: &AnyRow) -> Result<SyncState> {
+    if row.try_get::<i64, _>(4)? != 1 {
+        return Err(StoreError::Revoked);
+    }
+    state_of(row)
+}
+
 /// An ack as stored in `op_acks.ack`.
 fn ack_text(ack: &Ack) -> Result<String> {
     serde_json::to_string(ack).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -572,16 +477,6 @@ fn ack_text(ack: &Ack) -> Result<String> {
 
 fn ack_of(text: &str) -> Result<Ack> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn user_of(row: &AnyRow) -> Result<UserRecord> {
-    Ok(UserRecord {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        name: row.try_get("name")?,
-        password_hash: row.try_get("password_hash")?,
-        created_at: row.try_get("created_at")?,
-    })
 }
 
 /// A project row in `project_cols!()` order, as the database stores it (and as

@@ -15,7 +15,8 @@
 //! `NOTIFY btp_changes` with a reference (user, seq range, origin session); PostgreSQL
 //! delivers notifications at commit, in commit order, to every listening process. Each
 //! process's listener reads the referenced changes back and publishes them on its
-//! in-process [`Bus`](crate::bus::Bus).
+//! in-process [`Bus`](crate::bus::Bus). Token revocations come on `btp_revocations`
+//! and are published as they are.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,8 +28,9 @@ use sqlx::postgres::PgListener;
 use sqlx::{Any, Row, Transaction};
 use tokio::task::JoinHandle;
 
-use super::{ack_of, ack_text, project_of, Result, Store, StoreError, CHANNEL};
-use crate::bus::ChangeBatch;
+use super::accounts::RevocationNotice;
+use super::{ack_of, ack_text, project_of, Result, Store, StoreError, CHANNEL, REVOCATIONS};
+use crate::bus::{ChangeBatch, Revocation};
 use crate::project::Project;
 use crate::sync::apply::Applied;
 use crate::sync::Ack;
@@ -228,10 +230,11 @@ pub async fn spawn_listener(store: Arc<Store>) -> Result<Option<JoinHandle<()>>>
         return Ok(None);
     }
     let mut listener = PgListener::connect(&store.url).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen_all([CHANNEL, REVOCATIONS]).await?;
     Ok(Some(tokio::spawn(async move {
         loop {
             match listener.recv().await {
+                Ok(n) if n.channel() == REVOCATIONS => relay_revocation(&store, n.payload()),
                 Ok(n) => relay(&store, n.payload()).await,
                 Err(e) => {
                     // PgListener reconnects on the next recv; batches notified meanwhile
@@ -242,6 +245,16 @@ pub async fn spawn_listener(store: Arc<Store>) -> Result<Option<JoinHandle<()>>>
             }
         }
     })))
+}
+
+fn relay_revocation(store: &Store, payload: &str) {
+    match serde_json::from_str::<RevocationNotice>(payload) {
+        Ok(notice) => store.bus.revoke(Revocation {
+            user_id: notice.u,
+            token_hash: notice.t,
+        }),
+        Err(e) => tracing::warn!(error = %e, "[BUS] ignoring malformed revocation"),
+    }
 }
 
 async fn relay(store: &Store, payload: &str) {

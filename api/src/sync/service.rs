@@ -17,7 +17,7 @@ use super::{parse_op, Ack, Op, OpInput, OpKind};
 use crate::auth::now_millis;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Caller, Store};
 
 /// Longest accepted `client_id` / `session_id`.
 const SESSION_ID_MAX: usize = 200;
@@ -68,7 +68,7 @@ impl SyncService {
     /// the body has no `session_id`.
     pub async fn push(
         &self,
-        user_id: &str,
+        caller: &Caller,
         body: &Value,
         default_session: Option<&str>,
     ) -> Result<PushResponse, ApiError> {
@@ -94,7 +94,7 @@ impl SyncService {
         }
         let inputs = ops.iter().map(parse_op).collect();
         let applied = self
-            .apply(user_id, inputs, Some(&session), client_id.as_deref())
+            .apply(caller, inputs, Some(&session), client_id.as_deref())
             .await?;
         Ok(PushResponse {
             acks: applied.outcomes.into_iter().map(|o| o.ack).collect(),
@@ -106,7 +106,7 @@ impl SyncService {
     /// Apply ops through the one pipeline every write takes (sync pushes and REST).
     pub async fn apply(
         &self,
-        user_id: &str,
+        caller: &Caller,
         inputs: Vec<OpInput>,
         session: Option<&str>,
         client_id: Option<&str>,
@@ -115,8 +115,9 @@ impl SyncService {
         let count = inputs.len();
         let applied = self
             .store
-            .push(user_id, inputs, now_millis(), session)
+            .push(caller, inputs, now_millis(), session)
             .await?;
+        let user_id = caller.user_id.as_str();
         self.metrics
             .push_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -196,11 +197,12 @@ impl SyncService {
     /// `POST /api/sync/pull` / `sync:pull`.
     pub async fn pull(
         &self,
-        user_id: &str,
+        caller: &Caller,
         body: &Value,
         default_session: Option<&str>,
     ) -> Result<PullResponse, ApiError> {
         let started = Instant::now();
+        let user_id = caller.user_id.as_str();
         let Some(obj) = body.as_object() else {
             return Err(ApiError::invalid("body", "must be a JSON object"));
         };
@@ -233,7 +235,10 @@ impl SyncService {
         if snapshot_start {
             tracing::info!(user_id, session_id = session, "[SYNC] INIT_SYNC_START");
         }
-        let response = self.store.pull(user_id, cursor, limit as usize).await?;
+        let response = self
+            .store
+            .pull(caller, cursor, limit as usize, now_millis())
+            .await?;
         if response.reset && !snapshot_start {
             tracing::warn!(
                 user_id, session_id = session, cursor = %cursor_text(cursor),
@@ -264,13 +269,13 @@ impl SyncService {
     /// One REST write: the same pipeline as a one-op push.
     pub async fn rest_op(
         &self,
-        user_id: &str,
+        caller: &Caller,
         op: Op,
         session: &str,
     ) -> Result<(Ack, Effect), ApiError> {
         let applied = self
             .apply(
-                user_id,
+                caller,
                 vec![OpInput::Valid(op)],
                 Some(session),
                 Some("rest"),

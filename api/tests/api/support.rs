@@ -262,6 +262,8 @@ pub fn test_config(url: &str, dir: &Path) -> Config {
     };
     config.database.url = url.to_string();
     config.database.max_connections = 12;
+    // Every test client registers from 127.0.0.1; tests of the limit set their own.
+    config.auth.register_max_per_ip = 100_000;
     config
 }
 
@@ -364,6 +366,33 @@ impl Server {
             id: body["user"]["id"].as_str().expect("id").to_string(),
             email,
         }
+    }
+
+    /// Set a token's expiry in the database (ms since the epoch), as time passing would.
+    pub async fn expire_token(&self, token: &str, expires_at: i64) {
+        let url = self.state.store.url().to_string();
+        let hash = btp_api::auth::token_hash(token);
+        let sql = "UPDATE auth_tokens SET expires_at = $1 WHERE token_hash = $2";
+        let updated = if url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+            sqlx::query(sql)
+                .bind(expires_at)
+                .bind(&hash)
+                .execute(&mut conn)
+                .await
+                .expect("update")
+                .rows_affected()
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("postgres");
+            sqlx::query(sql)
+                .bind(expires_at)
+                .bind(&hash)
+                .execute(&mut conn)
+                .await
+                .expect("update")
+                .rows_affected()
+        };
+        assert_eq!(updated, 1, "token not found");
     }
 
     pub async fn push(&self, user: &User, session: &str, ops: Vec<Value>) -> Value {

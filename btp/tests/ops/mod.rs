@@ -44,6 +44,16 @@ pub struct Stack {
 impl Stack {
     /// `extra_gateway` goes into `[gateway]`.
     pub async fn start(extra_gateway: &str) -> Stack {
+        Stack::start_with(Sections {
+            gateway: extra_gateway,
+            ..Sections::default()
+        })
+        .await
+    }
+
+    /// A stack with extra lines in its sections.
+    pub async fn start_with(sections: Sections<'_>) -> Stack {
+        let extra_gateway = sections.gateway;
         raise_nofile();
         let dir = TempDir::new("ops");
         write_static_site(&dir, "static");
@@ -56,6 +66,8 @@ impl Stack {
             admin,
             api,
             extra_gateway: extra_gateway.to_string(),
+            realtime: sections.realtime.to_string(),
+            auth: sections.auth.to_string(),
         };
         std::fs::write(&config, stack_config.toml()).unwrap_or_else(|e| panic!("{e}"));
         let mut process = BtpProcess::spawn(&["up"], &config);
@@ -88,6 +100,8 @@ impl Stack {
             admin: self.admin,
             api: self.api,
             extra_gateway: extra_gateway.to_string(),
+            realtime: String::new(),
+            auth: String::new(),
         }
         .toml()
     }
@@ -171,11 +185,22 @@ impl Stack {
     }
 }
 
+/// Extra lines for a stack's config sections.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sections<'a> {
+    pub gateway: &'a str,
+    pub realtime: &'a str,
+    /// Besides `register_max_per_ip = 100000` (every test registers from 127.0.0.1).
+    pub auth: &'a str,
+}
+
 struct StackConfig {
     http: SocketAddr,
     admin: SocketAddr,
     api: SocketAddr,
     extra_gateway: String,
+    realtime: String,
+    auth: String,
 }
 
 impl StackConfig {
@@ -185,8 +210,10 @@ impl StackConfig {
              health_check_interval_ms = 200\n{}\n\n\
              [static]\nroot = \"static\"\n\n\
              [api]\nlisten = \"{}\"\nworkers = 1\n\n\
-             [database]\nurl = \"sqlite://data/btp.db\"\n",
-            self.http, self.admin, self.extra_gateway, self.api
+             [database]\nurl = \"sqlite://data/btp.db\"\n\n\
+             [realtime]\n{}\n\n\
+             [auth]\nregister_max_per_ip = 100000\n{}\n",
+            self.http, self.admin, self.extra_gateway, self.api, self.realtime, self.auth
         )
     }
 }
@@ -397,6 +424,14 @@ impl Sio {
                 _ => continue,
             }
         }
+    }
+
+    /// Emit `event` with `payload`, asking for an ack, without waiting for it.
+    pub async fn send_event(&mut self, event: &str, payload: Value) -> Result<(), String> {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        self.send(&format!("42{id}{}", json!([event, payload])))
+            .await
     }
 
     /// Emit `event` with `payload` and wait for its ack's first argument.

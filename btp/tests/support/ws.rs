@@ -97,7 +97,7 @@ pub async fn echo(ws: &mut Ws, text: &str) -> Result<(), String> {
         .map_err(|_| "no echo within 10 s".to_string())?
         .map_err(|e| format!("read: {e}"))?;
     match frame.opcode {
-        OpCode::Text if frame.payload.as_ref() == text.as_bytes() => Ok(()),
+        OpCode::Text if frame.payload[..] == *text.as_bytes() => Ok(()),
         OpCode::Close => Err("closed instead of echoing".into()),
         other => Err(format!("unexpected {other:?} frame")),
     }

@@ -9,5 +9,5 @@ pub mod session;
 
 pub use self::http::Body;
 pub use self::packet::Message;
-pub use self::server::{Connection, EngineHandler, EngineServer};
-pub use self::session::{CloseReason, Transport};
+pub use self::server::{Connection, EngineHandler, EngineServer, ReadGate};
+pub use self::session::{CloseReason, Transport, PACKET_OVERHEAD};

@@ -133,6 +133,17 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// Bytes of the packet (what a queued frame holds).
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(b) | Frame::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Bytes this frame takes in a polling payload, for sizing buffers.
     fn payload_len(&self) -> usize {
         match self {

@@ -10,6 +10,13 @@
 //! (emits, broadcasts, acks) only touches the session's state under a short mutex and
 //! wakes the driver or the pending GET — no task per message, no task per timer.
 //!
+//! Backpressure from the application: [`EngineHandler::on_message`] may answer with a
+//! [`ReadGate`], a future the session waits for before it takes its next packet — the
+//! WebSocket driver stops reading its socket (the heartbeat and writes go on), a polling
+//! POST feeds the rest of its body only then and is answered after. So a client that
+//! sends events faster than they are handled is slowed down at its own connection,
+//! holding at most one decoded packet and the rest of one body.
+//!
 //! A WebSocket request comes either through hyper ([`EngineServer::handle`], the `101`
 //! written by hyper and the socket taken from its upgrade) or straight off a connection
 //! whose head the application read itself ([`EngineServer::handle_websocket`], the `101`
@@ -40,13 +47,18 @@ use tokio_util::task::TaskTracker;
 
 use super::http::{self as h, Body, CorsHeaders, ErrorCode};
 use super::packet::{self, Frame, Handshake, Message, Packet};
-use super::session::{CloseReason, PollError, SessionState, Timing, Transport};
+use super::session::{
+    CloseReason, PollError, PushError, SessionState, Timing, Transport, UpgradeError,
+};
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::socketio::packet::Encoded;
 
 type WsReader = fastwebsockets::WebSocketRead<tokio::io::ReadHalf<Io>>;
 type WsWriter = fastwebsockets::WebSocketWrite<tokio::io::WriteHalf<Io>>;
+
+/// What the session waits for before it takes its next packet (see the module doc).
+pub type ReadGate = Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
 
 /// What an application plugs into an [`EngineServer`].
 pub trait EngineHandler: Send + Sync + Sized + 'static {
@@ -58,9 +70,13 @@ pub trait EngineHandler: Send + Sync + Sized + 'static {
     /// A session opened (its handshake is queued or sent).
     fn on_open(&self, _conn: &Arc<Connection<Self>>) {}
 
-    /// A message arrived. `Err` closes the session with that reason.
-    fn on_message(&self, conn: &Arc<Connection<Self>>, message: Message)
-        -> Result<(), CloseReason>;
+    /// A message arrived. `Err` closes the session with that reason; `Ok(Some(gate))`
+    /// holds the session's next packet until `gate` completes.
+    fn on_message(
+        &self,
+        conn: &Arc<Connection<Self>>,
+        message: Message,
+    ) -> Result<Option<ReadGate>, CloseReason>;
 
     /// The session ended; called exactly once.
     fn on_close(&self, _conn: &Arc<Connection<Self>>, _reason: CloseReason) {}
@@ -293,7 +309,7 @@ impl<H: EngineHandler> EngineServer<H> {
                 return;
             };
             let open = shared.handshake_frame(&conn.sid, &[]);
-            lock(&conn.state).push(open);
+            conn.push(open);
             let ws = split(ws, shared.config.max_payload);
             shared.handler.on_open(&conn);
             drive(conn, Some(ws)).await;
@@ -308,8 +324,13 @@ impl<H: EngineHandler> EngineServer<H> {
         cors: &CorsHeaders,
         bare: &mut Option<Bare>,
     ) -> Response<Body> {
-        if lock(&conn.state).begin_upgrade().is_err() {
-            return h::bad_request(ErrorCode::BadRequest, cors);
+        let begun = lock(&conn.state).begin_upgrade();
+        match begun {
+            Ok(()) => {}
+            Err(UpgradeError::Closed) => return h::bad_request(ErrorCode::UnknownSid, cors),
+            // As the reference server does: the WebSocket is opened, then closed; the
+            // session and its current transport are untouched.
+            Err(_) => return self.accept_and_close(req, cors, bare),
         }
         let Ok((response, upgrade)) = fastwebsockets::upgrade::upgrade(req) else {
             lock(&conn.state).abort_upgrade();
@@ -344,6 +365,28 @@ impl<H: EngineHandler> EngineServer<H> {
             *lock(&conn.handoff) = Some(ws);
             conn.wake_driver.notify_one();
             conn.wake_poll.notify_one();
+        });
+        response.map(|_| h::full(Bytes::new()))
+    }
+
+    /// Answers a WebSocket request `101`, then closes the WebSocket at once: a second
+    /// WebSocket for a session that is on WebSocket or upgrading already.
+    fn accept_and_close<B>(
+        &self,
+        req: &mut Request<B>,
+        cors: &CorsHeaders,
+        bare: &mut Option<Bare>,
+    ) -> Response<Body> {
+        let Ok((response, upgrade)) = fastwebsockets::upgrade::upgrade(req) else {
+            return h::bad_request(ErrorCode::BadRequest, cors);
+        };
+        let upgrading = Upgrading::new(upgrade, &response, bare, self.shared.config.ping_timeout);
+        self.shared.tasks.spawn(async move {
+            let Some(mut ws) = upgrading.open().await else {
+                return;
+            };
+            let close = ws.write_frame(fastwebsockets::Frame::close(1000, b""));
+            let _ = tokio::time::timeout(CLOSE_FRAME_LIMIT, close).await;
         });
         response.map(|_| h::full(Bytes::new()))
     }
@@ -383,6 +426,7 @@ impl<H: EngineHandler> Shared<H> {
             ping_interval: self.config.ping_interval,
             ping_timeout: self.config.ping_timeout,
             claim_timeout: self.claim_timeout,
+            max_buffered: self.config.max_buffered_bytes,
         }
     }
 
@@ -450,26 +494,38 @@ impl<H: EngineHandler> Connection<H> {
     }
 
     pub(crate) fn push(&self, frame: Frame) -> bool {
-        let mut state = lock(&self.state);
-        if !state.push(frame) {
-            return false;
-        }
-        let transport = state.transport();
-        drop(state);
-        self.wake(transport);
-        true
+        self.queue(|state| state.push(frame))
     }
 
     /// Queues an encoded Socket.IO packet and its attachments, contiguously.
     pub(crate) fn push_encoded(&self, encoded: &Encoded) -> bool {
+        self.queue(|state| state.push_all(encoded.frames()))
+    }
+
+    /// Runs one push on the session's state, then wakes whoever sends its outbox. A
+    /// push past `max_buffered_bytes` drops the outbox and wakes the driver, which
+    /// closes the session. False when nothing was queued.
+    fn queue(&self, push: impl FnOnce(&mut SessionState) -> Result<(), PushError>) -> bool {
         let mut state = lock(&self.state);
-        if !state.push_all(encoded.frames()) {
-            return false;
-        }
+        let pushed = push(&mut state);
         let transport = state.transport();
         drop(state);
-        self.wake(transport);
-        true
+        match pushed {
+            Ok(()) => {
+                self.wake(transport);
+                true
+            }
+            Err(PushError::Closed) => false,
+            Err(PushError::Full) => {
+                tracing::warn!(
+                    sid = %self.sid,
+                    max = self.shared.config.max_buffered_bytes,
+                    "engine.io session closing: its client left more than max_buffered_bytes unread"
+                );
+                self.wake_driver.notify_one();
+                false
+            }
+        }
     }
 
     fn wake(&self, transport: Transport) {
@@ -495,7 +551,7 @@ impl<H: EngineHandler> Connection<H> {
             state.transport()
         };
         write_sessions(&self.shared).remove(&self.sid);
-        self.shared.metrics.session_closed(transport);
+        self.shared.metrics.session_closed(transport, reason);
         self.closed.cancel();
         self.wake_driver.notify_one();
         self.wake_poll.notify_one();
@@ -503,17 +559,18 @@ impl<H: EngineHandler> Connection<H> {
         self.shared.handler.on_close(self, reason);
     }
 
-    /// Applies a packet from the client on the current transport.
-    fn receive(self: &Arc<Self>, packet: Packet) -> Result<(), CloseReason> {
+    /// Applies a packet from the client on the current transport; a gate holds the
+    /// next one.
+    fn receive(self: &Arc<Self>, packet: Packet) -> Result<Option<ReadGate>, CloseReason> {
         let is_pong = matches!(packet, Packet::Pong { probe: false });
         let message = lock(&self.state).receive(Instant::now(), packet)?;
         if is_pong {
             self.wake_driver.notify_one();
         }
-        if let Some(message) = message {
-            self.shared.handler.on_message(self, message)?;
+        match message {
+            Some(message) => self.shared.handler.on_message(self, message),
+            None => Ok(None),
         }
-        Ok(())
     }
 }
 
@@ -609,12 +666,21 @@ where
         }
     };
     for packet in packets {
-        if let Err(reason) = conn.receive(packet) {
-            conn.close_with(reason);
-            if reason == CloseReason::ClientClose {
-                break;
+        match conn.receive(packet) {
+            Ok(None) => {}
+            Ok(Some(gate)) => {
+                tokio::select! {
+                    () = gate => {}
+                    () = conn.closed.cancelled() => break,
+                }
             }
-            return h::bad_request(ErrorCode::BadRequest, cors);
+            Err(reason) => {
+                conn.close_with(reason);
+                if reason == CloseReason::ClientClose {
+                    break;
+                }
+                return h::bad_request(ErrorCode::BadRequest, cors);
+            }
         }
     }
     h::text(Bytes::from_static(b"ok"), cors)
@@ -906,24 +972,24 @@ async fn next_frame(mut reader: WsReader) -> (WsReader, Result<Received, CloseRe
 }
 
 /// One frame read from a session's WebSocket, into the session. `Err` ends the session
-/// with that reason.
+/// with that reason; a gate holds the next read.
 fn on_frame<H: EngineHandler>(
     conn: &Arc<Connection<H>>,
     fragments: &mut Fragments,
     frame: Received,
-) -> Result<(), CloseReason> {
+) -> Result<Option<ReadGate>, CloseReason> {
     let (opcode, payload) = match frame.opcode {
         OpCode::Text | OpCode::Binary if fragments.is_none() => {
             if frame.fin {
                 (frame.opcode, frame.payload)
             } else {
                 *fragments = Some((frame.opcode, BytesMut::from(&frame.payload[..])));
-                return Ok(());
+                return Ok(None);
             }
         }
         OpCode::Continuation if fragments.is_some() => {
             let Some((opcode, mut buf)) = fragments.take() else {
-                return Ok(());
+                return Ok(None);
             };
             buf.extend_from_slice(&frame.payload);
             let max = usize::try_from(conn.shared.config.max_payload).unwrap_or(usize::MAX);
@@ -932,12 +998,12 @@ fn on_frame<H: EngineHandler>(
             }
             if !frame.fin {
                 *fragments = Some((opcode, buf));
-                return Ok(());
+                return Ok(None);
             }
             (opcode, buf.freeze())
         }
         OpCode::Close => return Err(CloseReason::TransportClose),
-        OpCode::Ping | OpCode::Pong => return Ok(()),
+        OpCode::Ping | OpCode::Pong => return Ok(None),
         OpCode::Text | OpCode::Binary | OpCode::Continuation => {
             return Err(CloseReason::TransportError)
         }
@@ -996,6 +1062,11 @@ async fn drive_polling<H: EngineHandler>(conn: &Arc<Connection<H>>) -> Option<Bo
             if state.is_closed() {
                 return None;
             }
+            if state.overflowed() {
+                drop(state);
+                conn.close_with(CloseReason::BufferFull);
+                return None;
+            }
             state.deadline()
         };
         tokio::select! {
@@ -1018,10 +1089,18 @@ async fn drive_websocket<H: EngineHandler>(conn: &Arc<Connection<H>>, ws: Box<Ws
     let mut read = std::pin::pin!(next_frame(reader));
     let mut fragments: Fragments = None;
     let mut batch = VecDeque::new();
+    // While the application holds the next packet, the read future is not polled: the
+    // client's frames wait in the socket, and TCP slows the client down.
+    let mut gate: Option<ReadGate> = None;
     loop {
         let notified = conn.wake_driver.notified();
         let (deadline, closed) = {
             let mut state = lock(&conn.state);
+            if state.overflowed() {
+                drop(state);
+                conn.close_with(CloseReason::BufferFull);
+                state = lock(&conn.state);
+            }
             state.drain_into(&mut batch);
             (state.deadline(), state.is_closed())
         };
@@ -1050,12 +1129,16 @@ async fn drive_websocket<H: EngineHandler>(conn: &Arc<Connection<H>>, ws: Box<Ws
             return;
         }
         tokio::select! {
-            (reader, frame) = &mut read => {
+            (reader, frame) = &mut read, if gate.is_none() => {
                 // Set before anything else: a finished read is never polled again.
                 read.set(next_frame(reader));
-                if let Err(reason) = frame.and_then(|f| on_frame(conn, &mut fragments, f)) {
-                    conn.close_with(reason);
+                match frame.and_then(|f| on_frame(conn, &mut fragments, f)) {
+                    Ok(held) => gate = held,
+                    Err(reason) => conn.close_with(reason),
                 }
+            }
+            () = async { if let Some(g) = gate.as_mut() { g.await } }, if gate.is_some() => {
+                gate = None;
             }
             _ = until(deadline) => on_deadline(conn),
             _ = notified => {}

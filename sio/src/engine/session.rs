@@ -9,6 +9,15 @@
 //! Heartbeat as in the Node reference server: the first ping goes out one
 //! `ping_interval` after the handshake, the next one `ping_interval` after each pong, and
 //! the session closes when no pong arrives within `ping_timeout` of a ping.
+//!
+//! The outbox is bounded ([`Timing::max_buffered`]): a client that asks for answers and
+//! never reads them (no polling GET, a WebSocket it does not drain) would otherwise make
+//! the server hold every answer — 300 pulls of 1 MB held 944 MB before this bound. A
+//! packet is always taken by an empty outbox, so one answer larger than the bound still
+//! goes out; otherwise a packet that would take the queued bytes past the bound ends the
+//! session ([`CloseReason::BufferFull`]). The batch a WebSocket is writing at that moment
+//! is not counted: it was taken under the same rule, so a session holds at most two
+//! batches, one in the socket's writer and one queued.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -52,9 +61,25 @@ pub enum CloseReason {
     ServerClose,
     /// The server is shutting down.
     ServerShutdown,
+    /// The client let more than `max_buffered` bytes of answers pile up unread.
+    BufferFull,
 }
 
 impl CloseReason {
+    /// Every reason, for exporting per-reason counters before the first close.
+    pub const ALL: [CloseReason; 10] = [
+        CloseReason::ClientClose,
+        CloseReason::TransportClose,
+        CloseReason::TransportError,
+        CloseReason::PingTimeout,
+        CloseReason::ParseError,
+        CloseReason::PayloadTooLarge,
+        CloseReason::ConnectTimeout,
+        CloseReason::ServerClose,
+        CloseReason::ServerShutdown,
+        CloseReason::BufferFull,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CloseReason::ClientClose => "client close",
@@ -66,6 +91,7 @@ impl CloseReason {
             CloseReason::ConnectTimeout => "connect timeout",
             CloseReason::ServerClose => "forced close",
             CloseReason::ServerShutdown => "server shutting down",
+            CloseReason::BufferFull => "buffer full",
         }
     }
 
@@ -87,6 +113,28 @@ pub struct Timing {
     pub ping_timeout: Duration,
     /// Close the session if the application has not claimed it within this time.
     pub claim_timeout: Option<Duration>,
+    /// Most bytes of packets queued for the client (see the module doc): each packet
+    /// counts its length plus [`PACKET_OVERHEAD`].
+    pub max_buffered: usize,
+}
+
+/// What a queued packet costs beyond its bytes (its slot in the queue, the shared
+/// buffer's header), so that a flood of empty packets is bounded too.
+pub const PACKET_OVERHEAD: usize = 64;
+
+/// A packet could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The session is closed.
+    Closed,
+    /// The packet would have taken the outbox past `max_buffered`: the outbox is
+    /// dropped and the session must close with [`CloseReason::BufferFull`]
+    /// ([`SessionState::overflowed`]). Returned once; later pushes get `Closed`.
+    Full,
+}
+
+fn cost(frame: &Frame) -> usize {
+    frame.len() + PACKET_OVERHEAD
 }
 
 /// A long-polling request that cannot proceed.
@@ -126,6 +174,11 @@ pub struct SessionState {
     transport: Transport,
     upgrade: Upgrade,
     outbox: VecDeque<Frame>,
+    /// What the outbox holds, in [`cost`] units.
+    queued: usize,
+    /// A push did not fit: the session must close with [`CloseReason::BufferFull`]
+    /// (its driver does it; the outbox is already freed).
+    overflowed: bool,
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
     claim_deadline: Option<Instant>,
@@ -143,6 +196,8 @@ impl SessionState {
             transport,
             upgrade: Upgrade::None,
             outbox: VecDeque::new(),
+            queued: 0,
+            overflowed: false,
             next_ping: Some(now + timing.ping_interval),
             pong_deadline: None,
             claim_deadline: timing.claim_timeout.map(|t| now + t),
@@ -189,7 +244,11 @@ impl SessionState {
             return Some(CloseReason::ConnectTimeout);
         }
         if self.next_ping.is_some_and(|d| d <= now) {
-            self.outbox.push_back(frames::ping());
+            // Pings are not held to the bound: at most one per interval, and a client
+            // that reads nothing is closed by the next answer or by its ping timeout.
+            let ping = frames::ping();
+            self.queued += cost(&ping);
+            self.outbox.push_back(ping);
             self.next_ping = None;
             self.pong_deadline = Some(now + self.timing.ping_timeout);
         }
@@ -229,32 +288,53 @@ impl SessionState {
         }
     }
 
-    /// Queues a frame for the client. Returns false when the session is closed.
-    pub fn push(&mut self, frame: Frame) -> bool {
-        if self.closed.is_some() {
-            return false;
-        }
-        self.outbox.push_back(frame);
-        true
+    /// Queues a frame for the client.
+    pub fn push(&mut self, frame: Frame) -> Result<(), PushError> {
+        self.push_all([frame])
     }
 
     /// Queues several frames that must stay contiguous (a binary packet and its
-    /// attachments).
-    pub fn push_all(&mut self, frames: impl IntoIterator<Item = Frame>) -> bool {
-        if self.closed.is_some() {
-            return false;
+    /// attachments): all of them, or none when the session is closed or they do not fit.
+    pub fn push_all<I>(&mut self, frames: I) -> Result<(), PushError>
+    where
+        I: IntoIterator<Item = Frame>,
+        I::IntoIter: Clone,
+    {
+        if self.closed.is_some() || self.overflowed {
+            return Err(PushError::Closed);
         }
+        let frames = frames.into_iter();
+        let added: usize = frames.clone().map(|f| cost(&f)).sum();
+        if self.queued > 0 && self.queued.saturating_add(added) > self.timing.max_buffered {
+            self.overflowed = true;
+            self.outbox = VecDeque::new();
+            self.queued = 0;
+            return Err(PushError::Full);
+        }
+        self.queued += added;
         self.outbox.extend(frames);
-        true
+        Ok(())
     }
 
     /// Moves every queued frame into `into` (for the WebSocket writer).
     pub fn drain_into(&mut self, into: &mut VecDeque<Frame>) {
+        self.queued = 0;
         if into.is_empty() {
             std::mem::swap(into, &mut self.outbox);
         } else {
             into.append(&mut self.outbox);
         }
+    }
+
+    /// What the outbox holds, in bytes plus [`PACKET_OVERHEAD`] per packet.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether a push overflowed the outbox: the session must now close with
+    /// [`CloseReason::BufferFull`].
+    pub fn overflowed(&self) -> bool {
+        self.overflowed && self.closed.is_none()
     }
 
     pub fn has_output(&self) -> bool {
@@ -270,7 +350,9 @@ impl SessionState {
         }
         self.closed = Some(reason);
         if reason == CloseReason::ClientClose {
-            self.outbox.clear();
+            // Nobody waits for them.
+            self.outbox = VecDeque::new();
+            self.queued = 0;
         }
         self.next_ping = None;
         self.pong_deadline = None;
@@ -324,6 +406,7 @@ impl SessionState {
                 return Some(Vec::new());
             }
             self.final_delivered = true;
+            self.queued = 0;
             let mut out: Vec<Frame> = self.outbox.drain(..).collect();
             out.push(reason.final_frame());
             return Some(out);
@@ -332,6 +415,7 @@ impl SessionState {
             return Some(vec![frames::noop()]);
         }
         if !self.outbox.is_empty() {
+            self.queued = 0;
             return Some(self.outbox.drain(..).collect());
         }
         if self.upgrade != Upgrade::None {
@@ -403,8 +487,78 @@ mod tests {
                 ping_interval: INTERVAL,
                 ping_timeout: TIMEOUT,
                 claim_timeout: Some(Duration::from_millis(1000)),
+                max_buffered: MAX_BUFFERED,
             },
         )
+    }
+
+    const MAX_BUFFERED: usize = 1000;
+
+    fn text(len: usize) -> Frame {
+        Frame::Text(Bytes::from(vec![b'4'; len]))
+    }
+
+    #[test]
+    fn close_reasons_are_listed_in_declaration_order() {
+        for (i, reason) in CloseReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn an_unread_outbox_past_the_bound_overflows_once_and_is_dropped() {
+        let mut s = state(Instant::now(), Transport::Polling);
+        // Each packet costs its bytes plus the overhead: 3 × (236 + 64) = 900 fit.
+        for _ in 0..3 {
+            assert_eq!(s.push(text(236)), Ok(()));
+        }
+        assert_eq!(s.queued(), 900);
+        assert_eq!(s.push(text(36)), Ok(()), "exactly the bound fits");
+        assert_eq!(s.queued(), MAX_BUFFERED);
+        assert!(!s.overflowed());
+        assert_eq!(s.push(text(0)), Err(PushError::Full));
+        assert!(s.overflowed());
+        assert_eq!(s.queued(), 0, "what overflowed is freed at once");
+        assert_eq!(s.push(text(1)), Err(PushError::Closed), "reported once");
+        assert!(s.close(CloseReason::BufferFull));
+        assert!(!s.overflowed());
+        assert_eq!(s.take_poll(), Some(vec![frames::close()]));
+    }
+
+    #[test]
+    fn an_empty_outbox_takes_one_packet_larger_than_the_bound() {
+        let mut s = state(Instant::now(), Transport::WebSocket);
+        assert_eq!(s.push(text(5000)), Ok(()));
+        assert_eq!(s.push(text(1)), Err(PushError::Full));
+
+        let mut s = state(Instant::now(), Transport::WebSocket);
+        assert_eq!(s.push(text(5000)), Ok(()));
+        let mut writing = VecDeque::new();
+        s.drain_into(&mut writing);
+        // The batch in the writer is not counted: the next answer is queued.
+        assert_eq!(s.queued(), 0);
+        assert_eq!(s.push(text(5000)), Ok(()));
+        assert_eq!(s.push_all([text(10), text(10)]), Err(PushError::Full));
+    }
+
+    #[test]
+    fn contiguous_frames_are_queued_all_or_none() {
+        let mut s = state(Instant::now(), Transport::Polling);
+        assert_eq!(s.push(text(100)), Ok(()));
+        assert_eq!(s.push_all([text(400), text(400)]), Err(PushError::Full));
+        s.close(CloseReason::ServerClose);
+        assert_eq!(s.take_poll(), Some(vec![frames::close()]));
+    }
+
+    #[test]
+    fn a_polled_or_drained_outbox_is_empty_again() {
+        let mut s = state(Instant::now(), Transport::Polling);
+        s.push(text(800)).unwrap();
+        assert!(s.take_poll().is_some());
+        assert_eq!(s.queued(), 0);
+        s.push(text(800)).unwrap();
+        s.push(text(72)).unwrap();
+        assert_eq!(s.queued(), MAX_BUFFERED);
     }
 
     #[test]
@@ -494,7 +648,7 @@ mod tests {
     #[test]
     fn pending_get_gets_close_on_server_close_and_noop_on_client_close() {
         let mut s = state(Instant::now(), Transport::Polling);
-        s.push(frames::ping());
+        s.push(frames::ping()).unwrap();
         s.close(CloseReason::TransportError);
         assert_eq!(s.take_poll(), Some(vec![frames::ping(), frames::close()]));
 

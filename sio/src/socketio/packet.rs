@@ -202,7 +202,7 @@ pub struct Encoded {
 
 impl Encoded {
     /// The frames to queue, in order.
-    pub fn frames(&self) -> impl Iterator<Item = Frame> + '_ {
+    pub fn frames(&self) -> impl Iterator<Item = Frame> + Clone + '_ {
         std::iter::once(Frame::Text(self.text.clone()))
             .chain(self.binary.iter().cloned().map(Frame::Binary))
     }

@@ -97,6 +97,10 @@ url = "${databaseUrl ?? `sqlite://${path.join(dir, 'btp.db')}`}"
 ping_interval_ms = ${pingInterval}
 ping_timeout_ms = ${pingTimeout}
 
+[auth]
+# Every test registers its users from 127.0.0.1.
+register_max_per_ip = 100000
+
 [log]
 level = "info"
 `);

@@ -8,6 +8,14 @@
 //! session is not broadcast at all. Every batch comes from the bus, whichever transport
 //! or process committed it, so a push over REST, over a socket on this process or over
 //! a socket on another process reaches the other devices the same way.
+//!
+//! A socket is as good as the token it was opened with, for as long as the token lives:
+//! `revoke` closes it when the token is revoked (logout, logout-all, from the bus, on
+//! whichever worker) or expires, and every `sync:*` call names the token to the store,
+//! which refuses a dead one in the same statement that reads or writes.
+//!
+//! Rooms: `namespace` (auth and events), `revoke` (revocation and expiry),
+//! `collector` (the Socket.IO server's counters as Prometheus metrics).
 
 use std::time::Instant;
 
@@ -15,26 +23,30 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use btp_sio::{Args, ConnectError, Cors, Namespace, Server, Socket};
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
-use prometheus::{Histogram, HistogramOpts, IntGauge, Opts};
-use serde_json::Value;
+use btp_sio::{Args, Cors, Server};
+use prometheus::{Histogram, HistogramOpts, IntGauge};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::bus::ChangeBatch;
-use crate::error::ApiError;
 use crate::metrics::MetricsError;
 use crate::state::AppState;
+use crate::store::Caller;
 
 /// The Socket.IO request path; the gateway routes it here unchanged.
 pub const PATH: &str = "/socket.io/";
 /// The namespace the product uses.
 const NSP: &str = "/";
 
+mod collector;
+mod namespace;
+mod revoke;
+
 /// Who a socket is, decided once at its handshake.
 pub struct Peer {
-    pub user_id: String,
+    /// The user and the hash of the token the socket was opened with.
+    pub caller: Caller,
+    /// When that token expires (ms since the epoch): the socket is closed then.
+    pub expires_at: i64,
     /// The device's `clientSessionId` (stable per device); a client that sends none gets
     /// a fresh one, so its pushes still have an origin that is never echoed to.
     pub client_session_id: String,
@@ -55,13 +67,16 @@ impl Realtime {
             ping_timeout: rt.ping_timeout(),
             max_payload: rt.max_payload_bytes,
             connect_timeout: rt.connect_timeout(),
+            max_buffered_bytes: rt.max_buffered_bytes(),
+            max_inflight_events: usize::try_from(rt.max_inflight_events).unwrap_or(usize::MAX),
             cors: Cors::Origins(state.config.allowed_origins()),
             sid_prefix: format!("{:02x}", state.worker),
             path: PATH.to_owned(),
             ..btp_sio::Config::default()
         };
+        let revoked = revoke::Revoker::new(state)?;
         let server = Server::builder(config)
-            .namespace(NSP, namespace(state.clone()))
+            .namespace(NSP, namespace::namespace(state.clone(), revoked.clone()))
             .build();
         let fan_out_seconds = Histogram::with_opts(
             HistogramOpts::new(
@@ -79,13 +94,14 @@ impl Realtime {
         let registry = state.metrics.registry();
         registry.register(Box::new(fan_out_seconds.clone()))?;
         registry.register(Box::new(lagged.clone()))?;
-        registry.register(Box::new(SocketCollector::new(server.clone())?))?;
+        registry.register(Box::new(collector::SocketCollector::new(server.clone())?))?;
         tokio::spawn(fan_out(
             state.clone(),
             server.clone(),
             fan_out_seconds,
             lagged,
         ));
+        revoked.start(state, &server);
         Ok(Realtime { server })
     }
 
@@ -181,108 +197,10 @@ fn header_lines(block: &[u8]) -> Option<http::HeaderMap> {
     Some(map)
 }
 
-fn namespace(state: AppState) -> Namespace<Peer> {
-    let auth_state = state.clone();
-    let pull_state = state.clone();
-    let push_state = state;
-    Namespace::new(move |handshake| {
-        let state = auth_state.clone();
-        async move {
-            let token = handshake
-                .auth
-                .get("token")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let user = match state.auth.authenticate(token).await {
-                Ok(Some(user)) => user,
-                Ok(None) => return Err(ConnectError::new("unauthorized")),
-                Err(e) => {
-                    tracing::error!(error = %e.message, "[SYNC] SOCKET_AUTH_FAILED");
-                    return Err(ConnectError::new("unavailable"));
-                }
-            };
-            let client_session_id = match handshake
-                .auth
-                .get("clientSessionId")
-                .and_then(Value::as_str)
-            {
-                Some(id) if !id.is_empty() && id.len() <= 200 => id.to_owned(),
-                _ => format!("sio-{}", uuid::Uuid::new_v4()),
-            };
-            Ok(Peer {
-                user_id: user.id,
-                client_session_id,
-            })
-        }
-    })
-    .on_connection(|socket| {
-        let peer = socket.data();
-        socket.join(&room(&peer.user_id));
-        tracing::info!(
-            user = %peer.user_id,
-            session = %peer.client_session_id,
-            transport = ?socket.transport(),
-            "[SYNC] SOCKET_CONNECTED"
-        );
-    })
-    .on("sync:pull", move |socket, event| {
-        let state = pull_state.clone();
-        async move {
-            let body = first_arg(&event.args);
-            let peer = socket.data();
-            let reply = state
-                .sync
-                .pull(&peer.user_id, &body, Some(&peer.client_session_id))
-                .await
-                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
-            acknowledge(event.ack, reply);
-        }
-    })
-    .on("sync:push", move |socket, event| {
-        let state = push_state.clone();
-        async move {
-            let body = first_arg(&event.args);
-            let peer = socket.data();
-            let reply = state
-                .sync
-                .push(&peer.user_id, &body, Some(&peer.client_session_id))
-                .await
-                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null));
-            acknowledge(event.ack, reply);
-        }
-    })
-    .on_disconnect(|socket: &Socket<Peer>, reason| {
-        let peer = socket.data();
-        tracing::info!(
-            user = %peer.user_id,
-            session = %peer.client_session_id,
-            reason = reason.as_str(),
-            "[SYNC] SOCKET_DISCONNECTED"
-        );
-    })
-}
-
+/// The room of a user's sockets: where their changes are broadcast and their tokens'
+/// revocations are looked for.
 fn room(user_id: &str) -> String {
     format!("user:{user_id}")
-}
-
-/// The event's payload, or `{}` when absent or not JSON (the sync service then answers
-/// with its usual validation error).
-fn first_arg(args: &Args) -> Value {
-    args.get::<Value>(0)
-        .unwrap_or(Value::Object(Default::default()))
-}
-
-fn acknowledge(ack: Option<btp_sio::AckSender>, reply: Result<Value, ApiError>) {
-    let Some(ack) = ack else { return };
-    let value = match reply {
-        Ok(value) => value,
-        Err(e) => e.to_json(),
-    };
-    if let Ok(args) = Args::one(&value) {
-        // The socket may be gone by now; its device will pull on reconnect.
-        let _ = ack.send(&args);
-    }
 }
 
 /// Broadcast every committed batch to its user's other sessions.
@@ -322,78 +240,6 @@ fn broadcast(server: &Server<Peer>, batch: &ChangeBatch) -> usize {
     );
     tracing::debug!(user = %batch.user_id, origin, from = batch.from, to = batch.to, sent, "[SYNC] BROADCAST");
     sent
-}
-
-/// Socket counts and event counters, read from the Socket.IO server at scrape time.
-struct SocketCollector {
-    server: Server<Peer>,
-    sessions: prometheus::IntGaugeVec,
-    sockets: IntGauge,
-    events_in: prometheus::IntCounter,
-    events_out: prometheus::IntCounter,
-    descs: Vec<Desc>,
-}
-
-impl SocketCollector {
-    fn new(server: Server<Peer>) -> Result<SocketCollector, prometheus::Error> {
-        let sessions = prometheus::IntGaugeVec::new(
-            Opts::new("realtime_sessions", "Engine.IO sessions open, by transport"),
-            &["transport"],
-        )?;
-        let sockets = IntGauge::new("realtime_sockets", "Socket.IO sockets connected")?;
-        let events_in = prometheus::IntCounter::new(
-            "realtime_events_received_total",
-            "Socket.IO events received from clients",
-        )?;
-        let events_out = prometheus::IntCounter::new(
-            "realtime_events_sent_total",
-            "Socket.IO events and acks queued to clients (a broadcast counts per recipient)",
-        )?;
-        let descs = [
-            sessions.desc(),
-            sockets.desc(),
-            events_in.desc(),
-            events_out.desc(),
-        ]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
-        Ok(SocketCollector {
-            server,
-            sessions,
-            sockets,
-            events_in,
-            events_out,
-            descs,
-        })
-    }
-}
-
-impl Collector for SocketCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let m = self.server.metrics();
-        self.sessions
-            .with_label_values(&["websocket"])
-            .set(m.websocket_sessions as i64);
-        self.sessions
-            .with_label_values(&["polling"])
-            .set(m.polling_sessions as i64);
-        self.sockets.set(m.sockets as i64);
-        self.events_in
-            .inc_by(m.events_received_total.saturating_sub(self.events_in.get()));
-        self.events_out
-            .inc_by(m.events_sent_total.saturating_sub(self.events_out.get()));
-        let mut families = self.sessions.collect();
-        families.extend(self.sockets.collect());
-        families.extend(self.events_in.collect());
-        families.extend(self.events_out.collect());
-        families
-    }
 }
 
 #[cfg(test)]
