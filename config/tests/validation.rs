@@ -260,3 +260,35 @@ fn tls_key_that_does_not_match_the_cert_is_reported() {
     );
     assert!(p[0].contains("does not match gateway.tls_cert"), "{p:?}");
 }
+
+#[test]
+fn session_bounds_out_of_range_are_reported_per_key() {
+    let dir = site();
+    let text = "[realtime]\nmax_buffered_bytes = 100\nmax_inflight_events = 0\n";
+    assert_eq!(
+        problems(text, &dir),
+        vec![
+            "config.toml:2:1: realtime.max_buffered_bytes = 100 is out of range (4096..=1073741824)",
+            "config.toml:3:1: realtime.max_inflight_events = 0 is out of range (1..=1024)",
+        ]
+    );
+    let fine = "[realtime]\nmax_buffered_bytes = 4096\nmax_inflight_events = 1\n";
+    assert!(problems(fine, &dir).is_empty());
+}
+
+#[test]
+fn auth_limits_must_allow_at_least_one_attempt() {
+    let dir = site();
+    let text = "[auth]\nlogin_max_failures_per_ip = 0\nlogin_max_failures_per_account = 0\n\
+                register_max_per_ip = 0\nmax_concurrent_hashes = 2000\n";
+    assert_eq!(
+        problems(text, &dir),
+        vec![
+            "config.toml:2:1: auth.login_max_failures_per_ip must be at least 1",
+            "config.toml:3:1: auth.login_max_failures_per_account must be at least 1",
+            "config.toml:4:1: auth.register_max_per_ip must be at least 1",
+            "config.toml:5:1: auth.max_concurrent_hashes = 2000 is out of range (0..=1024; 0 = one per CPU core)",
+        ]
+    );
+    assert!(problems("[auth]\nmax_concurrent_hashes = 0\n", &dir).is_empty());
+}
