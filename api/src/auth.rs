@@ -280,7 +280,11 @@ impl AuthService {
             Err(refused) => {
                 let limit = limits.get(refused.index).copied().unwrap_or("unknown");
                 self.metrics.throttled.with_label_values(&[limit]).inc();
-                tracing::warn!(ip = %ip, limit, "[AUTH] THROTTLED");
+                if limit == "register_ip" {
+                    tracing::warn!(ip = %ip, limit, "[AUTH] REGISTER_THROTTLED");
+                } else {
+                    tracing::warn!(ip = %ip, limit, "[AUTH] LOGIN_THROTTLED");
+                }
                 let wait_ms = refused.until.saturating_sub(now).max(0);
                 let wait = u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000);
                 Err(ApiError::rate_limited(message, wait))

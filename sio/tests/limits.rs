@@ -6,14 +6,11 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use btp_sio::{Args, CloseReason, Config, ConnectError, DisconnectReason, Namespace, Server};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::sync::Semaphore;
 
@@ -82,27 +79,6 @@ fn app(seen: Arc<Seen>, gate: Arc<Semaphore>) -> Server<String> {
     Server::builder(config).namespace("/", ns).build()
 }
 
-async fn serve(server: Server<String>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let server = server.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let server = server.clone();
-                    async move { Ok::<_, Infallible>(server.handle(req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 async fn connect(addr: &str, token: &str) -> Ws {
     let (mut ws, _) = Ws::open_at(addr, SIO).await;
     ws.send(&format!(r#"40{{"token":"{token}"}}"#)).await;
@@ -113,19 +89,7 @@ async fn connect(addr: &str, token: &str) -> Ws {
 
 /// A polling session connected to `/`; its poll URL.
 async fn polling(addr: &str, token: &str) -> String {
-    let open = request_to(
-        addr,
-        "GET",
-        &format!("{SIO}?EIO=4&transport=polling"),
-        None,
-        &[],
-    )
-    .await
-    .unwrap();
-    let url = format!(
-        "{SIO}?EIO=4&transport=polling&sid={}",
-        open_sid(open.text())
-    );
+    let url = polling_url(addr, SIO).await;
     let body = format!(r#"40{{"token":"{token}"}}"#);
     let posted = request_to(addr, "POST", &url, Some(body.as_bytes()), &[]).await;
     assert_eq!(posted.unwrap().status, 200);
@@ -222,19 +186,7 @@ async fn a_flood_of_connects_reaches_the_auth_callback_once_per_namespace() {
     let seen = Arc::new(Seen::default());
     let server = app(Arc::clone(&seen), Arc::new(Semaphore::new(0)));
     let addr = serve(server.clone()).await;
-    let open = request_to(
-        &addr,
-        "GET",
-        &format!("{SIO}?EIO=4&transport=polling"),
-        None,
-        &[],
-    )
-    .await
-    .unwrap();
-    let url = format!(
-        "{SIO}?EIO=4&transport=polling&sid={}",
-        open_sid(open.text())
-    );
+    let url = polling_url(&addr, SIO).await;
     let body = vec![r#"40{"token":"forged"}"#; 2000].join("\u{1e}");
     let posted = request_to(&addr, "POST", &url, Some(body.as_bytes()), &[]).await;
     assert_eq!(posted.unwrap().status, 200);

@@ -4,14 +4,11 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use btp_sio::{Args, CloseReason, Config, ConnectError, Cors, DisconnectReason, Namespace, Server};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use support::*;
 
 const SIO: &str = "/socket.io/";
@@ -67,27 +64,6 @@ fn app(disconnects: Arc<AtomicUsize>) -> Server<User> {
         }
     });
     Server::builder(config()).namespace("/", ns).build()
-}
-
-async fn serve(server: Server<User>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let server = server.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let server = server.clone();
-                    async move { Ok::<_, Infallible>(server.handle(req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 async fn connect(addr: &str, auth: &str) -> Ws {

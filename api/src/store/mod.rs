@@ -248,20 +248,12 @@ impl Store {
         let user_id = caller.user_id.as_str();
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(concat!(
+        let lock = concat!(
             "UPDATE sync_state SET seq = seq WHERE user_id = $1 \
              RETURNING seq, purged_seq, live_count, checksum, ",
             token_live!()
-        ))
-        .bind(user_id)
-        .bind(&caller.token_hash)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let state = match row {
-            Some(row) => authorized_state(&row)?,
-            None => return Err(StoreError::NoSyncState(user_id.to_string())),
-        };
+        );
+        let state = caller_state(&mut tx, lock, caller, now).await?;
 
         let mut ids = Vec::new();
         let mut op_ids = Vec::new();
@@ -326,20 +318,12 @@ impl Store {
     ) -> Result<PullResponse> {
         let user_id = caller.user_id.as_str();
         let mut tx = self.begin_read().await?;
-        let row = sqlx::query(concat!(
+        let read = concat!(
             "SELECT seq, purged_seq, live_count, checksum, ",
             token_live!(),
             " FROM sync_state WHERE user_id = $1"
-        ))
-        .bind(user_id)
-        .bind(&caller.token_hash)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let state = match row {
-            Some(row) => authorized_state(&row)?,
-            None => return Err(StoreError::NoSyncState(user_id.to_string())),
-        };
+        );
+        let state = caller_state(&mut tx, read, caller, now).await?;
         let plan = pull::plan(cursor, &state);
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
         let rows = match plan {
@@ -461,13 +445,26 @@ fn state_of(row: &AnyRow) -> Result<SyncState> {
     })
 }
 
-/// Decode a `sync_state` row selected as `seq, purged_seq, live_count, checksum,
-/// token_live!()`: the state, or `Revoked`.
-fn authorized_state(row: &AnyRow) -> Result<SyncState> {
+/// The caller's sync state, read or locked by `sql` (selecting `seq, purged_seq,
+/// live_count, checksum, token_live!()` for the user `$1`), or `Revoked` when the
+/// caller's token is not live.
+async fn caller_state(
+    tx: &mut Transaction<'static, Any>,
+    sql: &'static str,
+    caller: &Caller,
+    now: i64,
+) -> Result<SyncState> {
+    let row = sqlx::query(sql)
+        .bind(&caller.user_id)
+        .bind(&caller.token_hash)
+        .bind(now)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NoSyncState(caller.user_id.clone()))?;
     if row.try_get::<i64, _>(4)? != 1 {
         return Err(StoreError::Revoked);
     }
-    state_of(row)
+    state_of(&row)
 }
 
 /// An ack as stored in `op_acks.ack`.

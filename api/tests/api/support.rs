@@ -370,28 +370,15 @@ impl Server {
 
     /// Set a token's expiry in the database (ms since the epoch), as time passing would.
     pub async fn expire_token(&self, token: &str, expires_at: i64) {
-        let url = self.state.store.url().to_string();
-        let hash = btp_api::auth::token_hash(token);
-        let sql = "UPDATE auth_tokens SET expires_at = $1 WHERE token_hash = $2";
-        let updated = if url.starts_with("sqlite:") {
-            let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
-            sqlx::query(sql)
-                .bind(expires_at)
-                .bind(&hash)
-                .execute(&mut conn)
-                .await
-                .expect("update")
-                .rows_affected()
-        } else {
-            let mut conn = sqlx::PgConnection::connect(&url).await.expect("postgres");
-            sqlx::query(sql)
-                .bind(expires_at)
-                .bind(&hash)
-                .execute(&mut conn)
-                .await
-                .expect("update")
-                .rows_affected()
-        };
+        let url = self.state.store.url();
+        let mut conn = sqlx::AnyConnection::connect(url).await.expect("database");
+        let updated = sqlx::query("UPDATE auth_tokens SET expires_at = $1 WHERE token_hash = $2")
+            .bind(expires_at)
+            .bind(btp_api::auth::token_hash(token))
+            .execute(&mut conn)
+            .await
+            .expect("update")
+            .rows_affected();
         assert_eq!(updated, 1, "token not found");
     }
 

@@ -146,6 +146,48 @@ pub async fn post(path_and_query: &str, body: &[u8]) -> HttpResponse {
         .expect("POST")
 }
 
+/// Serves `server` on an ephemeral loopback port through hyper (HTTP/1.1 with
+/// upgrades); its address.
+pub async fn serve<D: Send + Sync + 'static>(server: btp_sio::Server<D>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let server = server.clone();
+                    async move { Ok::<_, std::convert::Infallible>(server.handle(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Opens a long-polling session on `addr` under `base`; its poll URL.
+pub async fn polling_url(addr: &str, base: &str) -> String {
+    let open = request_to(
+        addr,
+        "GET",
+        &format!("{base}?EIO=4&transport=polling"),
+        None,
+        &[],
+    )
+    .await
+    .expect("polling handshake");
+    format!(
+        "{base}?EIO=4&transport=polling&sid={}",
+        open_sid(open.text())
+    )
+}
+
 /// Opens a long-polling session and returns its sid.
 pub async fn polling_session(base: &str) -> String {
     let response = get(&format!("{base}?EIO=4&transport=polling")).await;
