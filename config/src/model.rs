@@ -50,8 +50,23 @@ pub struct Gateway {
     pub trusted_proxies: Vec<String>,
     /// Largest accepted request body; more is a 413.
     pub max_body_bytes: u64,
-    /// A client that has not sent complete request headers by then is cut.
+    /// A client that has not sent complete request headers by then is cut (a TLS
+    /// handshake too).
     pub header_timeout_ms: u64,
+    /// A kept-alive connection with no request under way is closed after this (HTTP/1
+    /// between requests, HTTP/2 with nothing to read or write).
+    pub keepalive_timeout_ms: u64,
+    /// A whole request body must arrive within this (408), and each write of a response
+    /// must be taken by the client within it.
+    pub body_timeout_ms: u64,
+    /// Largest request head (request line and headers); more is 431.
+    pub max_header_bytes: u64,
+    /// Client connections open at once; 0 = derived from the open-file limit (each may
+    /// need a second descriptor for its upstream). When full, idle keep-alive connections
+    /// are closed first; new connections are refused only when none is idle.
+    pub max_connections: u64,
+    /// Client connections open at once from one IP address (IPv6: one /64).
+    pub max_connections_per_ip: u64,
     /// Connect timeout to an API upstream; a dead upstream answers 503 quickly.
     pub upstream_connect_timeout_ms: u64,
     /// Read timeout for proxied `/api/` requests (not for upgraded streams, whose timeouts
@@ -69,10 +84,6 @@ pub struct Gateway {
     /// upgrade is routed (descriptor passing), instead of relaying its frames. TLS
     /// connections and workers the gateway does not supervise are always relayed.
     pub websocket_handoff: bool,
-    /// Forward bodiless HTTP/1.1 `/api/` requests on the gateway's lean path (its own
-    /// keep-alive pool, one write each way) instead of Pingora's proxy pipeline. Any other
-    /// request on a connection, and every request after it, goes through Pingora.
-    pub api_fast_path: bool,
 }
 
 impl Default for Gateway {
@@ -87,6 +98,11 @@ impl Default for Gateway {
             trusted_proxies: Vec::new(),
             max_body_bytes: 10 * 1024 * 1024,
             header_timeout_ms: 10_000,
+            keepalive_timeout_ms: 75_000,
+            body_timeout_ms: 60_000,
+            max_header_bytes: 16 * 1024,
+            max_connections: 0,
+            max_connections_per_ip: 256,
             upstream_connect_timeout_ms: 1_000,
             upstream_read_timeout_ms: 30_000,
             health_check_interval_ms: 2_000,
@@ -94,7 +110,6 @@ impl Default for Gateway {
             pid_file: "data/btp.pid".into(),
             threads: 0,
             websocket_handoff: true,
-            api_fast_path: true,
         }
     }
 }

@@ -21,6 +21,16 @@ const PAYLOAD_BYTES: std::ops::RangeInclusive<u64> = 1_024..=100_000_000;
 const BUFFERED_BYTES: std::ops::RangeInclusive<u64> = 4_096..=1 << 30;
 const INFLIGHT_EVENTS: std::ops::RangeInclusive<u32> = 1..=1_024;
 
+/// Keys earlier versions had, with what replaced them: said instead of "unknown key".
+const REMOVED: [(&str, &str); 1] = [(
+    "gateway.api_fast_path",
+    "every HTTP/1.1 request now takes the gateway's own path; delete the line",
+)];
+
+/// Accepted `gateway.max_header_bytes`: room for a browser's head at the low end; the
+/// high end is what an API worker accepts in a forwarded head.
+const HEADER_BYTES: std::ops::RangeInclusive<u64> = 1_024..=btp_h1::limits::MAX_HEAD_BYTES as u64;
+
 /// More gateway threads than this is a typo, not a machine.
 const MAX_THREADS: usize = 1024;
 
@@ -46,7 +56,10 @@ pub(crate) fn check(text: String, file: String, base_dir: PathBuf) -> Result<Con
     };
     for key in &unknown {
         let span = key_span(tree.get_ref(), key).unwrap_or(0..0);
-        sink.at(span, &format!("unknown key `{key}`"));
+        match REMOVED.iter().find(|(removed, _)| removed == key) {
+            Some((_, why)) => sink.at(span, &format!("`{key}` was removed: {why}")),
+            None => sink.at(span, &format!("unknown key `{key}`")),
+        }
     }
     let mut config: Config = match parsed {
         Ok(c) => c,
@@ -188,11 +201,25 @@ impl Ctx<'_> {
                 c.gateway.health_check_interval_ms,
             ),
             ("realtime.connect_timeout_ms", c.realtime.connect_timeout_ms),
+            ("gateway.keepalive_timeout_ms", c.gateway.keepalive_timeout_ms),
+            ("gateway.body_timeout_ms", c.gateway.body_timeout_ms),
+            ("gateway.max_connections_per_ip", c.gateway.max_connections_per_ip),
             ("api.restart_backoff_max_ms", c.api.restart_backoff_max_ms),
         ] {
             if value == 0 {
                 self.report(key, format!("{key} must be greater than 0"));
             }
+        }
+        if !HEADER_BYTES.contains(&c.gateway.max_header_bytes) {
+            self.report(
+                "gateway.max_header_bytes",
+                format!(
+                    "gateway.max_header_bytes = {} is out of range ({}..={})",
+                    c.gateway.max_header_bytes,
+                    HEADER_BYTES.start(),
+                    HEADER_BYTES.end()
+                ),
+            );
         }
         let url = &c.gateway.public_url;
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {

@@ -35,15 +35,23 @@ pub struct Settings {
     pub workers: Vec<SocketAddr>,
     pub trusted: Vec<Cidr>,
     pub max_body_bytes: u64,
+    /// Request head, and TLS handshake, within this.
     pub header_timeout: Duration,
+    /// An HTTP/1 connection between requests, or an HTTP/2 one with no traffic.
+    pub keepalive_timeout: Duration,
+    /// A whole request body; a response write.
+    pub body_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// Client connections at once, resolved (`gateway.max_connections`, 0 = derived
+    /// from the open-file limit).
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub connect_timeout: Duration,
     pub api_read_timeout: Duration,
     /// Idle limit of an upgraded stream, both directions (`Realtime::tunnel_idle_timeout`).
     pub tunnel_idle_timeout: Duration,
     /// `gateway.websocket_handoff`.
     pub websocket_handoff: bool,
-    /// `gateway.api_fast_path`.
-    pub api_fast_path: bool,
     /// Read limit of a long-polling GET (`Realtime::polling_read_timeout`).
     pub polling_read_timeout: Duration,
     pub health_check_interval: Duration,
@@ -98,11 +106,19 @@ impl Settings {
                 .collect(),
             max_body_bytes: c.gateway.max_body_bytes,
             header_timeout: Duration::from_millis(c.gateway.header_timeout_ms),
+            keepalive_timeout: Duration::from_millis(c.gateway.keepalive_timeout_ms),
+            body_timeout: Duration::from_millis(c.gateway.body_timeout_ms),
+            max_header_bytes: usize::try_from(c.gateway.max_header_bytes).unwrap_or(usize::MAX),
+            max_connections: match c.gateway.max_connections {
+                0 => derived_max_connections(),
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
+            max_connections_per_ip: usize::try_from(c.gateway.max_connections_per_ip)
+                .unwrap_or(usize::MAX),
             connect_timeout: Duration::from_millis(c.gateway.upstream_connect_timeout_ms),
             api_read_timeout: Duration::from_millis(c.gateway.upstream_read_timeout_ms),
             tunnel_idle_timeout: c.realtime.tunnel_idle_timeout(),
             websocket_handoff: c.gateway.websocket_handoff,
-            api_fast_path: c.gateway.api_fast_path,
             polling_read_timeout: c.realtime.polling_read_timeout(),
             health_check_interval: Duration::from_millis(c.gateway.health_check_interval_ms),
             client_config: Bytes::from(client_config.to_string()),
@@ -127,6 +143,22 @@ impl Settings {
             format!("https://{hostname}:{port}{path_and_query}")
         })
     }
+}
+
+/// Descriptors kept for everything but client connections: listeners, the admin port,
+/// logs, the database of a worker run in process, health checks.
+const RESERVED_FDS: u64 = 128;
+
+/// `gateway.max_connections = 0`: what the open-file limit allows, each client connection
+/// counted with a second descriptor for its upstream (a relayed WebSocket, a forwarded
+/// request), less what the process needs besides.
+pub fn derived_max_connections() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    usize::try_from(soft.saturating_sub(RESERVED_FDS) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 fn strip_port(host: &str) -> &str {

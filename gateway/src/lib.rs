@@ -1,33 +1,32 @@
 //! The BTP edge gateway on Pingora: one public port that serves the web app from memory,
-//! `/config.json`, and proxies `/api/` and `/socket.io/` (WebSocket upgrades as plain
-//! byte tunnels) to the API workers; an admin port for metrics and probes.
+//! `/config.json`, and forwards `/api/` and `/socket.io/` (WebSocket upgrades handed to
+//! their worker, or relayed as byte tunnels) to the API workers; an admin port for
+//! metrics and probes.
 //!
-//! The modules follow a request: [`config`] (what is derived from `config.toml`),
-//! [`listener`] (connection layer: header deadline), [`path`] and [`route`] (what was asked
-//! and who answers), [`assets`] (static files), [`upstream`] (API workers and their
-//! health), [`proxy`] (the Pingora phases tying them together), [`forwarder`] (bodiless
-//! `/api/` requests on a lean path beside Pingora's proxy pipeline), [`tunnel`] and
-//! [`relay`] (WebSocket upgrades, outside Pingora's HTTP session), [`forward`] (the
-//! forwarding headers every path sends), [`respond`] (responses the gateway writes itself), [`tls`]
-//! and [`metrics`]. Operations: [`reload`] (live settings, SIGHUP/SIGUSR2) and
-//! [`supervisor`] (the API workers of `btp up`).
+//! The folders follow a request: [`edge`] (the front door: each connection read, each
+//! request decided once, with the HTTP/1 codec of `btp_h1`), [`serve`] (the servers that
+//! act on a decision: replies, forwarding, upgrades, HTTP/2 through Pingora) and
+//! [`upstream`] (the API workers: choice, health, kept-alive connections, failures).
+//! Beside them: [`config`] (what is derived from `config.toml`), [`path`] and [`route`]
+//! (what was asked and who answers), [`assets`] (static files), [`forward`] (the
+//! forwarding headers every path sends), [`respond`] (the headers and error shape of every
+//! response), [`access`] (the access log), [`tls`] and [`metrics`]. Operations:
+//! [`reload`] (live settings, SIGHUP/SIGUSR2) and [`supervisor`] (the API workers of
+//! `btp up`).
 
 pub mod access;
 pub mod assets;
 pub mod config;
+pub mod edge;
 pub mod forward;
-pub mod forwarder;
-pub mod listener;
 pub mod metrics;
 pub mod path;
-pub mod proxy;
-pub mod relay;
 pub mod reload;
 pub mod respond;
 pub mod route;
+pub mod serve;
 pub mod supervisor;
 pub mod tls;
-pub mod tunnel;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -43,13 +42,16 @@ use pingora::services::listening::Service;
 
 use crate::assets::Store;
 use crate::config::Settings;
-use crate::listener::Edge;
+use crate::edge::Edge;
 use crate::metrics::{Admin, Metrics};
-use crate::proxy::Gateway;
 use crate::reload::{Reloader, Signals};
+use crate::serve::api::Forwarder;
+use crate::serve::h2::Gateway;
+use crate::serve::upgrade::Tunnels;
 use crate::supervisor::{Launcher, Supervisor};
-use crate::tunnel::Tunnels;
-use crate::upstream::{HealthCheck, Pool};
+use crate::upstream::conns::Conns;
+use crate::upstream::health::HealthCheck;
+use crate::upstream::Pool;
 
 /// How `btp` starts the gateway.
 #[derive(Debug, Clone)]
@@ -137,8 +139,8 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         pool: pool.clone(),
         metrics: metrics.clone(),
     };
-    let forwarder = Arc::new(forwarder::Forwarder::new(pool.clone(), metrics.clone()));
-    let edge = Edge::new(Arc::new(proxy), live.clone(), tunnels, forwarder);
+    let forwarder = Arc::new(Forwarder::new(Arc::new(Conns::new(pool.clone(), metrics.clone()))));
+    let edge = Edge::new(Arc::new(proxy), live.clone(), tunnels, forwarder, metrics.clone());
     let mut public = Service::new("btp public".to_string(), edge);
     // No L4 read buffer (Pingora's default is 64 KiB per connection, held for the
     // connection's life): the HTTP/1 parser reads into its own buffer, and WebSocket

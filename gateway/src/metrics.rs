@@ -30,7 +30,6 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     tunnels_open: IntGauge,
     handoffs: IntCounterVec,
-    fast_path: IntCounter,
     received: IntCounter,
     sent: IntCounter,
     static_hits: IntCounterVec,
@@ -110,10 +109,6 @@ impl Metrics {
             ),
             &["result"],
         )?;
-        let fast_path = IntCounter::new(
-            "btp_gateway_api_fast_path_requests_total",
-            "Requests to /api/ forwarded on the gateway's lean path (gateway.api_fast_path) instead of Pingora's proxy pipeline; they are also in btp_gateway_requests_total.",
-        )?;
         let received = IntCounter::new(
             "btp_gateway_received_bytes_total",
             "Request body bytes received from clients (including upgraded tunnel traffic).",
@@ -152,7 +147,6 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(tunnels_open.clone()))?;
         registry.register(Box::new(handoffs.clone()))?;
-        registry.register(Box::new(fast_path.clone()))?;
         registry.register(Box::new(received.clone()))?;
         registry.register(Box::new(sent.clone()))?;
         registry.register(Box::new(static_hits.clone()))?;
@@ -164,7 +158,6 @@ impl Metrics {
             upstream_errors,
             tunnels_open,
             handoffs,
-            fast_path,
             received,
             sent,
             static_hits,
@@ -216,9 +209,6 @@ impl Metrics {
     }
 
     /// A request forwarded on the `/api/` fast path.
-    pub fn fast_path_request(&self) {
-        self.fast_path.inc();
-    }
 
     /// A WebSocket handoff attempt: `ok`, `full` or `failed`.
     pub fn handoff(&self, result: &str) {

@@ -78,7 +78,7 @@ impl Plan {
 pub fn plan(old: &Config, new: &Config) -> Plan {
     use Effect::*;
     let (a, b) = (&old.gateway, &new.gateway);
-    let checks: [(bool, &'static str, Effect); 27] = [
+    let checks: [(bool, &'static str, Effect); 31] = [
         (a.listen != b.listen, "gateway.listen", NewProcess),
         (
             a.admin_listen != b.admin_listen,
@@ -136,8 +136,28 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             Live,
         ),
         (
-            a.api_fast_path != b.api_fast_path,
-            "gateway.api_fast_path",
+            a.keepalive_timeout_ms != b.keepalive_timeout_ms,
+            "gateway.keepalive_timeout_ms",
+            Live,
+        ),
+        (
+            a.body_timeout_ms != b.body_timeout_ms,
+            "gateway.body_timeout_ms",
+            Live,
+        ),
+        (
+            a.max_header_bytes != b.max_header_bytes,
+            "gateway.max_header_bytes",
+            Live,
+        ),
+        (
+            a.max_connections != b.max_connections,
+            "gateway.max_connections",
+            Live,
+        ),
+        (
+            a.max_connections_per_ip != b.max_connections_per_ip,
+            "gateway.max_connections_per_ip",
             Live,
         ),
         (old.static_files != new.static_files, "static.root", Live),

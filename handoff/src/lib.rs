@@ -36,9 +36,10 @@ pub const FD_ENV: &str = "BTP_HANDOFF_FD";
 /// The first bytes of every message: the format's name and version.
 const MAGIC: &[u8; 4] = b"BTH1";
 
-/// The largest message: a request head (the gateway reads at most 16 KiB) and the
-/// response header lines, with room to spare.
-pub const MAX_MESSAGE: usize = 32 * 1024;
+/// The largest message: the largest head the gateway forwards (`btp_h1::limits`, the
+/// client's head and the forwarding headers), and the response header lines.
+pub const MAX_MESSAGE: usize =
+    btp_h1::limits::MAX_HEAD_BYTES + btp_h1::limits::FORWARDING_BYTES + 4 * 1024;
 
 /// A new channel: the gateway's [`Sender`], and the end to lend to the slot's workers
 /// (close-on-exec: the supervisor clears that for each child it starts).

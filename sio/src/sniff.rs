@@ -42,7 +42,8 @@ pub async fn sniff(stream: TcpStream, peer: SocketAddr, accept: impl Fn(&str) ->
     let mut buf = vec![0; PEEK_BYTES];
     let upgrade = match tokio::time::timeout(FIRST_BYTES_LIMIT, stream.peek(&mut buf)).await {
         Ok(Ok(n)) => {
-            websocket_upgrade(&buf[..n]).filter(|(request, _)| accept(request.uri().path()))
+            websocket_upgrade(&buf[..n], MAX_HEADERS)
+                .filter(|(request, _)| accept(request.uri().path()))
         }
         _ => None,
     };
@@ -58,9 +59,9 @@ pub async fn sniff(stream: TcpStream, peer: SocketAddr, accept: impl Fn(&str) ->
 }
 
 /// The request, and its head's length, when `bytes` start with a whole HTTP/1.1
-/// WebSocket upgrade with no body (pure).
-pub fn websocket_upgrade(bytes: &[u8]) -> Option<(http::Request<()>, usize)> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+/// WebSocket upgrade with no body and at most `max_headers` header fields (pure).
+pub fn websocket_upgrade(bytes: &[u8], max_headers: usize) -> Option<(http::Request<()>, usize)> {
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
     let mut parsed = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = parsed.parse(bytes).ok()? else {
         return None;
@@ -111,7 +112,7 @@ mod tests {
     fn a_whole_realtime_upgrade_is_taken_with_its_length_and_headers() {
         let mut bytes = UPGRADE.as_bytes().to_vec();
         bytes.extend_from_slice(b"\x81\x01x");
-        let (request, len) = websocket_upgrade(&bytes).expect("an upgrade");
+        let (request, len) = websocket_upgrade(&bytes, MAX_HEADERS).expect("an upgrade");
         assert_eq!(len, UPGRADE.len());
         assert_eq!(request.uri(), "/socket.io/?EIO=4&transport=websocket");
         assert_eq!(
@@ -140,14 +141,15 @@ mod tests {
             "\x16\x03\x01\x02\x00\x01\x00\x01\x03\x03".to_owned(),
         ];
         for case in cases {
-            assert!(websocket_upgrade(case.as_bytes()).is_none(), "{case:?}");
+            assert!(websocket_upgrade(case.as_bytes(), MAX_HEADERS).is_none(), "{case:?}");
         }
         let many = (0..MAX_HEADERS)
             .map(|i| format!("X-{i}: v\r\n"))
             .collect::<String>();
         let crowded = UPGRADE.replacen("\r\n\r\n", &format!("\r\n{many}\r\n"), 1);
-        assert!(websocket_upgrade(crowded.as_bytes()).is_none());
+        assert!(websocket_upgrade(crowded.as_bytes(), MAX_HEADERS).is_none());
+        assert!(websocket_upgrade(crowded.as_bytes(), MAX_HEADERS * 2).is_some());
         let empty_body = UPGRADE.replacen("\r\n\r\n", "\r\nContent-Length: 0\r\n\r\n", 1);
-        assert!(websocket_upgrade(empty_body.as_bytes()).is_some());
+        assert!(websocket_upgrade(empty_body.as_bytes(), MAX_HEADERS).is_some());
     }
 }

@@ -28,6 +28,7 @@ use prometheus::{Histogram, HistogramOpts, IntGauge};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::bus::ChangeBatch;
+use crate::error::ApiError;
 use crate::metrics::MetricsError;
 use crate::state::AppState;
 use crate::store::Caller;
@@ -135,29 +136,16 @@ impl Realtime {
 
     /// Serve a WebSocket connection the gateway handed over (`btp_handoff`) on a task of
     /// its own, as [`Realtime::take_websocket`] serves one read here; the gateway's
-    /// response headers go on the answer. A handoff that is not a whole WebSocket upgrade
-    /// on this server's path is closed unanswered (the gateway only hands those over).
+    /// response headers go on the answer. The head is read within the limits the gateway
+    /// read it with (`btp_h1::limits`), so whatever it hands over gets a status line: the
+    /// `101`, or — for what is not a WebSocket upgrade on this server's path — a JSON
+    /// 400, and the connection closed.
     pub fn take_handoff(&self, handoff: btp_handoff::Handoff) {
         let btp_handoff::Handoff {
             stream,
             head,
             response_headers,
         } = handoff;
-        let request = match btp_sio::sniff::websocket_upgrade(&head) {
-            Some((request, len))
-                if len == head.len() && self.handles_path(request.uri().path()) =>
-            {
-                request
-            }
-            _ => {
-                tracing::warn!("[REALTIME] HANDOFF refused: not a WebSocket upgrade on {PATH}");
-                return;
-            }
-        };
-        let Some(headers) = header_lines(&response_headers) else {
-            tracing::warn!("[REALTIME] HANDOFF refused: malformed response headers");
-            return;
-        };
         let stream = match stream
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpStream::from_std(stream))
@@ -168,8 +156,21 @@ impl Realtime {
                 return;
             }
         };
+        let headers = header_lines(&response_headers);
+        let upgrade = btp_sio::sniff::websocket_upgrade(&head, btp_h1::limits::MAX_FORWARDED_HEADERS)
+            .filter(|(request, len)| *len == head.len() && self.handles_path(request.uri().path()));
         let server = self.server.clone();
-        tokio::spawn(async move { server.handle_websocket_with(request, stream, headers).await });
+        tokio::spawn(async move {
+            match (upgrade, headers) {
+                (Some((request, _)), Some(headers)) => {
+                    server.handle_websocket_with(request, stream, headers).await
+                }
+                (_, headers) => {
+                    tracing::warn!("[REALTIME] HANDOFF refused: not a WebSocket upgrade on {PATH}");
+                    refuse_handoff(stream, headers.unwrap_or_default()).await;
+                }
+            }
+        });
     }
 
     /// Close every session in order (Engine.IO `close`), so clients reconnect at once
@@ -177,6 +178,35 @@ impl Realtime {
     pub async fn shutdown(&self) {
         self.server.shutdown().await;
     }
+}
+
+/// Answer a handed-over connection that is not an upgrade this server takes: a JSON 400
+/// with the gateway's headers, then close.
+async fn refuse_handoff(mut stream: tokio::net::TcpStream, headers: http::HeaderMap) {
+    use tokio::io::AsyncWriteExt;
+    let body = ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "bad_request",
+        "not a WebSocket upgrade",
+    )
+    .to_json()
+    .to_string();
+    let mut head = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in &headers {
+        if let Ok(value) = value.to_str() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    let written = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), written).await;
 }
 
 /// A header section (`Name: value\r\n` lines and the empty line) as a map (pure).

@@ -1,12 +1,11 @@
-//! The request path on the public port, as Pingora phases: each method is the moment it
-//! runs in.
+//! HTTP/2 on the public port (TLS with ALPN `h2`): Pingora's HTTP/2 server runs the
+//! request as phases, each method the moment it runs in; what to do with the request is
+//! the edge's one decision ([`crate::edge::decide`]), as for HTTP/1.
 //!
-//! - `early_request_filter`: the headers are in; stop the header deadline.
-//! - `request_filter`: decode the path, classify it, answer what the gateway answers
-//!   itself (static files, `/config.json`, redirects, 400/405/413), set the timeouts of
-//!   what goes upstream (upgraded tunnels get `tunnel_idle_timeout` on the client side).
-//! - `upstream_peer`: pick the API worker (sid-sticky or round robin) with its timeouts;
-//!   no healthy worker is an immediate 503.
+//! - `request_filter`: decide; answer what the gateway answers itself (static files,
+//!   `/config.json`, redirects, refusals) with the replies HTTP/1 gets.
+//! - `upstream_peer`: the worker the decision names (sid-sticky or round robin) with its
+//!   timeouts; no healthy worker is an immediate 503.
 //! - `upstream_request_filter`: forwarding headers and the request id.
 //! - `request_body_filter`: count streamed body bytes against `max_body_bytes`.
 //! - `response_filter`: security headers, tunnel accounting.
@@ -27,14 +26,15 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access::Finished;
 use crate::assets;
+use crate::edge::decide::{decide, Action, Facts};
+use crate::edge::made_reply;
 use crate::forward;
-use crate::listener;
 use crate::metrics::Metrics;
-use crate::path;
 use crate::reload::{Live, Snapshot};
 use crate::respond::{self, Reply};
-use crate::route::{classify, Listener, Route};
-use crate::upstream::{sticky_worker, Pool};
+use crate::route::Route;
+use crate::upstream::failure::Broken;
+use crate::upstream::{Failure, Pool, Refused};
 
 /// The gateway's proxy logic; one instance serves every public listener.
 pub struct Gateway {
@@ -53,10 +53,10 @@ pub struct Ctx {
     request_id: String,
     tls: bool,
     worker: Option<usize>,
+    sticky: Option<usize>,
+    read_timeout: Duration,
     /// Status of a response the gateway wrote itself.
     status: Option<u16>,
-    upgrade: bool,
-    tunnel_open: bool,
     body_bytes: u64,
     encoding: Option<assets::Encoding>,
 }
@@ -90,65 +90,6 @@ impl Gateway {
         }
         Ok(true)
     }
-
-    async fn error(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        status: u16,
-        code: &str,
-        message: &str,
-    ) -> Result<bool> {
-        let reply = respond::error(status, code, message, ctx.tls)?;
-        self.write(session, ctx, reply).await
-    }
-
-    fn serve_static(
-        &self,
-        session: &Session,
-        ctx: &mut Ctx,
-        clean: &path::CleanPath,
-    ) -> Result<Reply> {
-        let req = session.req_header();
-        let answer = ctx.snap.store.serve(assets::Request {
-            method: &req.method,
-            tls: ctx.tls,
-            path: clean,
-            accept: header_str(session, "accept"),
-            accept_encoding: header_str(session, "accept-encoding"),
-            if_none_match: header_str(session, "if-none-match"),
-        })?;
-        ctx.encoding = answer.encoding;
-        Ok(answer.reply)
-    }
-
-    fn client_config(&self, ctx: &Ctx) -> Result<Reply> {
-        let body = ctx.snap.settings.client_config.clone();
-        let mut header = respond::header(200, ctx.tls)?;
-        header.insert_header("content-type", "application/json")?;
-        header.insert_header("cache-control", "no-cache")?;
-        header.insert_header("content-length", body.len().to_string())?;
-        Ok(Reply { header, body })
-    }
-
-    fn redirect(&self, session: &Session, ctx: &Ctx) -> Result<Option<Reply>> {
-        let req = session.req_header();
-        let host = header_str(session, "host")
-            .map(str::to_string)
-            .or_else(|| req.uri.authority().map(|a| a.to_string()))
-            .unwrap_or_default();
-        let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let Some(location) = ctx.snap.settings.https_location(&host, target) else {
-            return Ok(None);
-        };
-        let mut header = respond::header(308, ctx.tls)?;
-        header.insert_header("location", location)?;
-        header.insert_header("content-length", "0")?;
-        Ok(Some(Reply {
-            header,
-            body: Bytes::new(),
-        }))
-    }
 }
 
 #[async_trait]
@@ -163,9 +104,9 @@ impl ProxyHttp for Gateway {
             request_id: String::new(),
             tls: false,
             worker: None,
+            sticky: None,
+            read_timeout: Duration::ZERO,
             status: None,
-            upgrade: false,
-            tunnel_open: false,
             body_bytes: 0,
             encoding: None,
         }
@@ -186,89 +127,72 @@ impl ProxyHttp for Gateway {
     /// would still run on every response, and static variants are precompressed anyway.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        listener::disarm(session.stream());
+    async fn early_request_filter(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         ctx.start = Instant::now();
         Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let trusted = peer_ip(session).is_some_and(|ip| ctx.snap.settings.is_trusted(ip));
-        ctx.request_id = forward::request_id(header_str(session, "x-request-id"), trusted);
-
-        // Pingora would refuse CONNECT with its own bare 405; it lets it through to here
-        // (`allow_connect_method_proxying`) so that the refusal has the usual shape.
-        if session.req_header().method == Method::CONNECT {
-            session.set_keepalive(None);
-            return self
-                .error(
-                    session,
-                    ctx,
-                    405,
-                    "method_not_allowed",
-                    "CONNECT is not proxied",
-                )
-                .await;
-        }
-
-        if !ctx.tls && ctx.snap.settings.redirect_http {
-            if let Some(reply) = self.redirect(session, ctx)? {
-                return self.write(session, ctx, reply).await;
+        let peer = peer_ip(session);
+        let req = session.req_header();
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = req.uri.authority().map(|a| a.as_str());
+        let facts = Facts {
+            method: req.method.as_str(),
+            target,
+            host: header_str(session, "host").or(authority),
+            client: forward::Client {
+                peer,
+                trusted: peer.is_some_and(|ip| ctx.snap.settings.is_trusted(ip)),
+                tls: ctx.tls,
+            },
+            request_id: header_str(session, "x-request-id"),
+            content_length: header_str(session, "content-length").and_then(|v| v.trim().parse().ok()),
+            websocket: false,
+        };
+        let decision = decide(&facts, &ctx.snap.settings, self.pool.len());
+        ctx.route = decision.route;
+        ctx.request_id = decision.request_id;
+        let reply = match &decision.action {
+            Action::Forward {
+                sticky,
+                read_timeout,
+            } => {
+                ctx.sticky = *sticky;
+                ctx.read_timeout = *read_timeout;
+                return Ok(false);
             }
-        }
-
-        let raw_path = session.req_header().uri.path().to_string();
-        let clean = match path::decode(&raw_path) {
-            Ok(clean) => clean,
-            Err(e) => {
-                return self
-                    .error(session, ctx, 400, "bad_path", &e.to_string())
-                    .await
+            Action::Upgrade { sticky } => {
+                ctx.sticky = *sticky;
+                ctx.read_timeout = ctx.snap.settings.api_read_timeout;
+                return Ok(false);
+            }
+            Action::Static(path) => {
+                let req = session.req_header();
+                let answer = ctx.snap.store.serve(assets::Request {
+                    method: &req.method,
+                    tls: ctx.tls,
+                    path,
+                    accept: header_str(session, "accept"),
+                    accept_encoding: header_str(session, "accept-encoding"),
+                    if_none_match: header_str(session, "if-none-match"),
+                })?;
+                ctx.encoding = answer.encoding;
+                answer.reply
+            }
+            action => {
+                if matches!(action, Action::Refuse { close: true, .. }) {
+                    session.set_keepalive(None);
+                }
+                made_reply(action, &ctx.snap.settings.client_config, ctx.tls)?
             }
         };
-        ctx.route = classify(Listener::Public, clean.as_str());
-
-        match ctx.route {
-            Route::ClientConfig => {
-                let method = &session.req_header().method;
-                if method != Method::GET && method != Method::HEAD {
-                    return self
-                        .error(session, ctx, 405, "method_not_allowed", "GET only")
-                        .await;
-                }
-                let reply = self.client_config(ctx)?;
-                self.write(session, ctx, reply).await
-            }
-            Route::Static => {
-                let reply = self.serve_static(session, ctx, &clean)?;
-                self.write(session, ctx, reply).await
-            }
-            _ => {
-                let declared = header_str(session, "content-length")
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                if declared.is_some_and(|n| n > ctx.snap.settings.max_body_bytes) {
-                    return self.payload_too_large(session, ctx).await;
-                }
-                ctx.upgrade = session.is_upgrade_req();
-                if ctx.upgrade {
-                    // An upgraded stream is idle between heartbeats by design; it must
-                    // outlive one full heartbeat cycle on the client side too.
-                    let idle = Some(ctx.snap.settings.tunnel_idle_timeout);
-                    session.set_read_timeout(idle);
-                    session.set_write_timeout(idle);
-                }
-                Ok(false)
-            }
-        }
+        self.write(session, ctx, reply).await
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let sticky = match ctx.route {
-            Route::Realtime => sticky_worker(session.req_header().uri.query(), self.pool.len()),
-            _ => None,
-        };
-        let Some((index, addr)) = self.pool.pick(sticky) else {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some((index, addr)) = self.pool.pick(ctx.sticky) else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "no healthy api worker",
@@ -278,13 +202,7 @@ impl ProxyHttp for Gateway {
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.group_key = self.pool.generation(index);
         let s = &ctx.snap.settings;
-        let read = if ctx.upgrade {
-            s.tunnel_idle_timeout
-        } else if ctx.route == Route::Realtime && session.req_header().method == Method::GET {
-            s.polling_read_timeout
-        } else {
-            s.api_read_timeout
-        };
+        let read = ctx.read_timeout;
         peer.options.connection_timeout = Some(s.connect_timeout);
         peer.options.total_connection_timeout = Some(s.connect_timeout);
         peer.options.read_timeout = Some(read);
@@ -310,14 +228,11 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if session.was_upgraded() {
-            return Ok(());
-        }
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > ctx.snap.settings.max_body_bytes {
@@ -338,10 +253,6 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         respond::secure(resp, ctx.tls)?;
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if resp.status.as_u16() == 101 && !ctx.tunnel_open {
-            ctx.tunnel_open = true;
-            self.metrics.tunnel_opened();
-        }
         Ok(())
     }
 
@@ -368,17 +279,11 @@ impl ProxyHttp for Gateway {
                 "payload_too_large",
                 "request body is larger than the gateway accepts",
             ),
-            (_, ErrorType::HTTPStatus(503)) => {
-                (503, "upstream_unavailable", "no healthy api worker")
-            }
+            (_, ErrorType::HTTPStatus(503)) => upstream(&Failure::Unavailable(Refused::NoneHealthy)),
             (_, ErrorType::HTTPStatus(s)) => (*s, "error", "request failed"),
             (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
                 self.metrics.upstream_error("timeout");
-                (
-                    504,
-                    "upstream_timeout",
-                    "the api worker did not answer in time",
-                )
+                upstream(&Failure::Timeout)
             }
             (
                 ErrorSource::Upstream,
@@ -386,14 +291,10 @@ impl ProxyHttp for Gateway {
                 | ErrorType::ConnectRefused
                 | ErrorType::ConnectNoRoute
                 | ErrorType::ConnectError,
-            ) => (
-                503,
-                "upstream_unavailable",
-                "no api worker could be reached",
-            ),
+            ) => upstream(&Failure::Unavailable(Refused::Unreachable)),
             (ErrorSource::Upstream, _) => {
                 self.metrics.upstream_error("protocol");
-                (502, "bad_gateway", "the api worker failed to answer")
+                upstream(&Failure::Broken(Broken::Head))
             }
             (
                 ErrorSource::Downstream,
@@ -406,9 +307,9 @@ impl ProxyHttp for Gateway {
             (ErrorSource::Downstream, _) => (400, "bad_request", "malformed request"),
             _ => (500, "internal", "internal error"),
         };
-        // Once a response has started (or the stream was upgraded) there is nothing valid
-        // left to write; the connection just closes.
-        if status > 0 && session.response_written().is_none() && !session.was_upgraded() {
+        // Once a response has started there is nothing valid left to write; the stream
+        // just ends.
+        if status > 0 && session.response_written().is_none() {
             if let Ok(reply) = respond::error(status, code, message, ctx.tls) {
                 let _ = self.write(session, ctx, reply).await;
             }
@@ -448,25 +349,10 @@ impl ProxyHttp for Gateway {
                 self.metrics.static_hit(enc);
             }
         }
-        if ctx.tunnel_open {
-            ctx.tunnel_open = false;
-            self.metrics.tunnel_closed();
-        }
-        listener::rearm(session.stream());
     }
 }
 
-impl Gateway {
-    async fn payload_too_large(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        // The body was never read: the connection cannot carry another request.
-        session.set_keepalive(None);
-        self.error(
-            session,
-            ctx,
-            413,
-            "payload_too_large",
-            "request body is larger than the gateway accepts",
-        )
-        .await
-    }
+/// The status, code and message of an upstream failure.
+fn upstream(failure: &Failure) -> (u16, &'static str, &'static str) {
+    (failure.status(), failure.code(), failure.message())
 }

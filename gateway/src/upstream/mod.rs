@@ -1,5 +1,6 @@
-//! The API worker pool: which worker a proxied request goes to, and the background health
-//! checks that decide which workers may be picked.
+//! The API workers: which one a request goes to ([`Pool`]), the health checks that decide
+//! which may be picked ([`health`]), the kept-alive connections to them ([`conns`]), and
+//! the one way every path words a failure to reach or hear from one ([`failure`]).
 //!
 //! Worker `i` is `api_worker_addr(i)`. Engine.IO sids start with the two hex digits of the
 //! worker that created them (CONTRACTS.md), so a `/socket.io/` request carrying a sid goes
@@ -10,17 +11,18 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
-use crate::reload::Live;
+
+pub mod conns;
+pub mod failure;
+pub mod health;
+
+pub use failure::Failure;
 
 #[derive(Debug)]
 struct Worker {
@@ -111,7 +113,7 @@ impl Pool {
     }
 
     /// Passive health: a connect to worker `index` failed, so it is out now instead of at
-    /// the next check. Both the proxy path and the tunnel path report here.
+    /// the next check. Every path reports here.
     pub fn connect_failed(&self, metrics: &Metrics, index: usize, error: &dyn std::fmt::Display) {
         metrics.upstream_error("connect");
         self.set_healthy(index, false);
@@ -160,9 +162,7 @@ impl Refused {
 
 impl Pool {
     /// Connect to the worker for `sticky` (or the next healthy one); a worker that refuses
-    /// is marked unhealthy and the next one tried, once, as the proxy's `fail_to_connect`
-    /// does. The paths outside Pingora's proxy (tunnels, the `/api/` fast path) connect
-    /// here.
+    /// is marked unhealthy and the next one tried, once.
     pub async fn connect(
         &self,
         metrics: &Metrics,
@@ -198,74 +198,6 @@ pub fn sticky_worker(query: Option<&str>, workers: usize) -> Option<usize> {
     let prefix = sid.get(..2)?;
     let index = usize::from(u8::from_str_radix(prefix, 16).ok()?);
     (index < workers).then_some(index)
-}
-
-/// One `GET /api/health` probe: healthy means a `200` status line within `timeout`.
-pub async fn probe(addr: SocketAddr, timeout: Duration) -> bool {
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!(
-            "GET /api/health HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: btp-gateway-health\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut head = [0u8; 16];
-        let mut filled = 0;
-        while filled < head.len() {
-            let n = stream.read(&mut head[filled..]).await?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        Ok::<bool, std::io::Error>(
-            head[..filled].starts_with(b"HTTP/1.1 200 ")
-                || head[..filled].starts_with(b"HTTP/1.0 200 "),
-        )
-    };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Ok(true)))
-}
-
-/// The Pingora background service that probes every worker each
-/// `health_check_interval` (read from the live settings, so a reload retunes it).
-pub struct HealthCheck {
-    pub pool: Arc<Pool>,
-    pub metrics: Arc<Metrics>,
-    pub live: Live,
-}
-
-impl HealthCheck {
-    /// Probe every worker once and record the verdicts.
-    pub async fn round(&self) {
-        let settings = self.live.load().settings.clone();
-        let timeout =
-            settings.connect_timeout.max(Duration::from_millis(500)) + Duration::from_secs(1);
-        let probes = (0..self.pool.len()).filter_map(|i| {
-            let addr = self.pool.addr(i)?;
-            Some(async move { (i, probe(addr, timeout).await) })
-        });
-        // Concurrently, so one hung worker cannot delay the verdict on the others.
-        for (i, healthy) in futures::future::join_all(probes).await {
-            if self.pool.is_healthy(i) != healthy {
-                tracing::info!(worker = i, healthy, "api worker health changed");
-            }
-            self.pool.set_healthy(i, healthy);
-            self.metrics.set_upstream_health(i, healthy);
-        }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for HealthCheck {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            self.round().await;
-            let interval = self.live.load().settings.health_check_interval;
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
 }
 
 #[cfg(test)]

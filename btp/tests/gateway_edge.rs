@@ -1,8 +1,8 @@
-//! The `/api/` fast path (`gateway.api_fast_path`): bodiless HTTP/1.1 `/api/` requests
-//! forwarded by the gateway's own lean path instead of Pingora's proxy pipeline. Raw
-//! client connections against a real gateway, with the test's fake workers: keep-alive and
-//! pipelining, the hand-over to Pingora for anything else, every response framing a worker
-//! may use, a pooled connection the worker closed, late and broken answers, the key off.
+//! The edge's HTTP/1 path: every request read by the gateway itself and forwarded with
+//! its body. Raw client connections against a real gateway, with the test's fake workers:
+//! keep-alive and pipelining with and without bodies, bodies sized, large and chunked
+//! (re-framed), `Expect: 100-continue`, every response framing a worker may use, a pooled
+//! connection the worker closed, late and broken answers, deadlines on heads.
 
 mod support;
 
@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-const FAST: &str = "btp_gateway_api_fast_path_requests_total";
+const API_200: &str = "btp_gateway_requests_total{route=\"api\",status=\"200\"}";
 
 /// A counter or gauge from the gateway's `/metrics`.
 async fn metric(gw: &TestGateway, name: &str) -> f64 {
@@ -125,40 +125,34 @@ async fn kept_alive_and_pipelined_requests_are_answered_in_order_with_the_gatewa
     }
     ids.dedup();
     assert_eq!(ids.len(), 3, "request ids repeat: {ids:?}");
-    assert_eq!(metric(&gw, FAST).await, 3.0);
+    assert_eq!(metric(&gw, API_200).await, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_the_fast_path_does_not_take_hands_the_connection_to_pingora() {
+async fn requests_with_bodies_keep_the_connection_and_pipeline_with_the_others() {
     let gw = TestGateway::start(Options::default()).await;
     let mut c = connect(&gw).await;
-    let post = "POST /api/echo HTTP/1.1\r\nHost: btp.test\r\nContent-Length: 5\r\n\r\nhello";
-    let requests = [
-        get("/api/echo?n=1", ""),
-        post.to_string(),
-        get("/api/echo?n=3", ""),
-    ];
-    for (i, request) in requests.iter().enumerate() {
-        c.write_all(request.as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+    let sized = "POST /api/echo HTTP/1.1\r\nHost: btp.test\r\nContent-Length: 5\r\n\r\nhello";
+    let chunked = "PATCH /api/echo HTTP/1.1\r\nHost: btp.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\nx-trailer: t\r\n\r\n";
+    // All four in one write: each body ends exactly where the gateway says it does.
+    let all = get("/api/echo?n=1", "") + sized + chunked + &get("/api/echo?n=4", "");
+    c.write_all(all.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 1..=4 {
         let (head, body) = response(&mut c).await;
         assert_eq!(status(&head), 200, "request {i}: {head}");
         assert_eq!(header(&head, "x-content-type-options"), Some("nosniff"));
         let seen = json(&body);
-        if i == 1 {
-            assert_eq!(seen["method"], "POST");
-            assert_eq!(seen["body_bytes"], 5);
-        } else {
-            assert_eq!(seen["query"], format!("n={}", i + 1));
+        match i {
+            2 => assert_eq!((seen["method"].as_str(), seen["body_bytes"].as_u64()), (Some("POST"), Some(5))),
+            3 => assert_eq!((seen["method"].as_str(), seen["body_bytes"].as_u64()), (Some("PATCH"), Some(7))),
+            _ => assert_eq!(seen["query"], format!("n={i}")),
         }
         assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
     }
-    // Only the first: from the POST on, the connection is Pingora's.
-    assert_eq!(metric(&gw, FAST).await, 1.0);
-    // Pingora's requests count in the same request metrics.
-    let api_200 = "btp_gateway_requests_total{route=\"api\",status=\"200\"}";
-    assert_eq!(metric(&gw, api_200).await, 3.0);
+    assert_eq!(metric(&gw, API_200).await, 4.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,26 +177,7 @@ async fn head_gets_no_body_and_connection_close_is_honoured() {
         "hop-by-hop headers are not forwarded"
     );
     assert_closed(&mut c).await;
-    assert_eq!(metric(&gw, FAST).await, 2.0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_key_off_api_requests_go_through_pingora() {
-    let gw = TestGateway::start(Options {
-        gateway: "api_fast_path = false".into(),
-        ..Options::default()
-    })
-    .await;
-    let mut c = connect(&gw).await;
-    for n in 0..2 {
-        c.write_all(get(&format!("/api/echo?n={n}"), "").as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (head, body) = response(&mut c).await;
-        assert_eq!(status(&head), 200, "{head}");
-        assert_eq!(json(&body)["headers"]["x-forwarded-for"], "127.0.0.1");
-    }
-    assert_eq!(metric(&gw, FAST).await, 0.0);
+    assert_eq!(metric(&gw, API_200).await, 2.0);
 }
 
 /// A worker written byte by byte, so a test chooses exactly what the gateway gets back:
@@ -324,7 +299,7 @@ async fn chunked_and_unsized_answers_are_relayed_whole() {
         .unwrap_or_else(|_| panic!("the gateway kept the connection open"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(body, b"until the end");
-    assert_eq!(metric(&gw, FAST).await, 3.0);
+    assert_eq!(metric(&gw, API_200).await, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
