@@ -133,7 +133,8 @@ async fn requests_with_bodies_keep_the_connection_and_pipeline_with_the_others()
     let gw = TestGateway::start(Options::default()).await;
     let mut c = connect(&gw).await;
     let sized = "POST /api/echo HTTP/1.1\r\nHost: btp.test\r\nContent-Length: 5\r\n\r\nhello";
-    let chunked = "PATCH /api/echo HTTP/1.1\r\nHost: btp.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+    let chunked =
+        "PATCH /api/echo HTTP/1.1\r\nHost: btp.test\r\nTransfer-Encoding: chunked\r\n\r\n\
                    3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\nx-trailer: t\r\n\r\n";
     // All four in one write: each body ends exactly where the gateway says it does.
     let all = get("/api/echo?n=1", "") + sized + chunked + &get("/api/echo?n=4", "");
@@ -146,8 +147,14 @@ async fn requests_with_bodies_keep_the_connection_and_pipeline_with_the_others()
         assert_eq!(header(&head, "x-content-type-options"), Some("nosniff"));
         let seen = json(&body);
         match i {
-            2 => assert_eq!((seen["method"].as_str(), seen["body_bytes"].as_u64()), (Some("POST"), Some(5))),
-            3 => assert_eq!((seen["method"].as_str(), seen["body_bytes"].as_u64()), (Some("PATCH"), Some(7))),
+            2 => assert_eq!(
+                (seen["method"].as_str(), seen["body_bytes"].as_u64()),
+                (Some("POST"), Some(5))
+            ),
+            3 => assert_eq!(
+                (seen["method"].as_str(), seen["body_bytes"].as_u64()),
+                (Some("PATCH"), Some(7))
+            ),
             _ => assert_eq!(seen["query"], format!("n={i}")),
         }
         assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");

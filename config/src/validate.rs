@@ -201,9 +201,15 @@ impl Ctx<'_> {
                 c.gateway.health_check_interval_ms,
             ),
             ("realtime.connect_timeout_ms", c.realtime.connect_timeout_ms),
-            ("gateway.keepalive_timeout_ms", c.gateway.keepalive_timeout_ms),
+            (
+                "gateway.keepalive_timeout_ms",
+                c.gateway.keepalive_timeout_ms,
+            ),
             ("gateway.body_timeout_ms", c.gateway.body_timeout_ms),
-            ("gateway.max_connections_per_ip", c.gateway.max_connections_per_ip),
+            (
+                "gateway.max_connections_per_ip",
+                c.gateway.max_connections_per_ip,
+            ),
             ("api.restart_backoff_max_ms", c.api.restart_backoff_max_ms),
         ] {
             if value == 0 {

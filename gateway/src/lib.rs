@@ -139,8 +139,17 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         pool: pool.clone(),
         metrics: metrics.clone(),
     };
-    let forwarder = Arc::new(Forwarder::new(Arc::new(Conns::new(pool.clone(), metrics.clone()))));
-    let edge = Edge::new(Arc::new(proxy), live.clone(), tunnels, forwarder, metrics.clone());
+    let forwarder = Arc::new(Forwarder::new(Arc::new(Conns::new(
+        pool.clone(),
+        metrics.clone(),
+    ))));
+    let edge = Edge::new(
+        Arc::new(proxy),
+        live.clone(),
+        tunnels,
+        forwarder,
+        metrics.clone(),
+    );
     let mut public = Service::new("btp public".to_string(), edge);
     // No L4 read buffer (Pingora's default is 64 KiB per connection, held for the
     // connection's life): the HTTP/1 parser reads into its own buffer, and WebSocket

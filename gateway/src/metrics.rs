@@ -208,8 +208,6 @@ impl Metrics {
         self.tunnels_open.dec();
     }
 
-    /// A request forwarded on the `/api/` fast path.
-
     /// A WebSocket handoff attempt: `ok`, `full` or `failed`.
     pub fn handoff(&self, result: &str) {
         self.handoffs.with_label_values(&[result]).inc();

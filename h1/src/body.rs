@@ -48,13 +48,19 @@ enum Chunk {
         line: usize,
     },
     /// The size line's CR was read.
-    SizeLf { size: u64 },
+    SizeLf {
+        size: u64,
+    },
     Data(u64),
     DataCr,
     DataLf,
     /// In the trailer section, `line` bytes into a line.
-    Trailer { line: usize },
-    TrailerLf { line: usize },
+    Trailer {
+        line: usize,
+    },
+    TrailerLf {
+        line: usize,
+    },
 }
 
 impl Chunk {
@@ -263,7 +269,12 @@ fn scan<'b>(
             (Chunk::DataCr, b'\r') => Chunk::DataLf,
             (Chunk::DataLf, b'\n') => Chunk::START,
             (Chunk::Trailer { line }, b'\r') => Chunk::TrailerLf { line },
-            (Chunk::TrailerLf { line: 0 }, b'\n') => return Ok(Fed { used: i, done: true }),
+            (Chunk::TrailerLf { line: 0 }, b'\n') => {
+                return Ok(Fed {
+                    used: i,
+                    done: true,
+                })
+            }
             (Chunk::TrailerLf { .. }, b'\n') => Chunk::Trailer { line: 0 },
             (Chunk::Trailer { line }, _) if b != b'\n' && line < MAX_CHUNK_LINE => {
                 Chunk::Trailer { line: line + 1 }
@@ -296,7 +307,12 @@ mod tests {
     use super::*;
 
     /// Feed `body` in pieces of `step` bytes: the data, and whether it ended.
-    fn read(framing: Framing, strict: bool, body: &[u8], step: usize) -> Result<(Vec<u8>, bool, usize), BodyError> {
+    fn read(
+        framing: Framing,
+        strict: bool,
+        body: &[u8],
+        step: usize,
+    ) -> Result<(Vec<u8>, bool, usize), BodyError> {
         let mut b = Body::new(framing, strict);
         let mut data = Vec::new();
         let mut used = 0;
@@ -331,14 +347,24 @@ mod tests {
             b"11111111111111111\r\n",
             b"0\r\nbad\ntrailer\r\n\r\n",
         ] {
-            assert_eq!(read(Framing::Chunked, false, body, 1), Err(BodyError::BadChunk), "{body:?}");
+            assert_eq!(
+                read(Framing::Chunked, false, body, 1),
+                Err(BodyError::BadChunk),
+                "{body:?}"
+            );
         }
         // A worker may pad; a client may not.
         let padded = b"5 \r\nhello\r\n0\r\n\r\n";
         assert!(read(Framing::Chunked, false, padded, 3).is_ok());
-        assert_eq!(read(Framing::Chunked, true, padded, 3), Err(BodyError::BadChunk));
+        assert_eq!(
+            read(Framing::Chunked, true, padded, 3),
+            Err(BodyError::BadChunk)
+        );
         let control = b"5;a\x01b\r\nhello\r\n0\r\n\r\n";
-        assert_eq!(read(Framing::Chunked, true, control, 3), Err(BodyError::BadChunk));
+        assert_eq!(
+            read(Framing::Chunked, true, control, 3),
+            Err(BodyError::BadChunk)
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! or repeated `Host` in HTTP/1.1. A head over the size limit, or with too many fields,
 //! is 431; an `Expect` other than `100-continue` is 417.
 
-use crate::limits::MAX_REQUEST_HEADERS;
 use crate::has_token;
+use crate::limits::MAX_REQUEST_HEADERS;
 
 /// The protocol version of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,8 +339,7 @@ mod tests {
             Ok(BodyLength::Length(12))
         );
         assert_eq!(
-            parsed("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n")
-                .map(|p| p.0),
+            parsed("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n").map(|p| p.0),
             Ok(BodyLength::Chunked)
         );
         assert_eq!(
@@ -385,7 +384,10 @@ mod tests {
     #[test]
     fn a_head_over_the_limit_or_with_too_many_fields_is_431() {
         let mut f = fields();
-        let long = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n", "a".repeat(200));
+        let long = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+            "a".repeat(200)
+        );
         assert!(matches!(
             parse(long.as_bytes(), &mut f, 100),
             Parsed::Refused(HEAD_TOO_LARGE)

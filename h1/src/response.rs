@@ -125,7 +125,10 @@ impl ResponseHead<'_, '_> {
 mod tests {
     use super::*;
 
-    fn head(text: &str, head_request: bool) -> Result<Option<(u16, Framing, bool, usize)>, Malformed> {
+    fn head(
+        text: &str,
+        head_request: bool,
+    ) -> Result<Option<(u16, Framing, bool, usize)>, Malformed> {
         let mut f = fields();
         parse(text.as_bytes(), &mut f, head_request)
             .map(|r| r.map(|h| (h.status, h.framing, h.keep_alive, h.len)))
@@ -134,28 +137,75 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112() {
         let ok = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
-        assert_eq!(head(ok, false), Ok(Some((200, Framing::Length(5), true, ok.len()))));
+        assert_eq!(
+            head(ok, false),
+            Ok(Some((200, Framing::Length(5), true, ok.len())))
+        );
         assert_eq!(
             head(ok, true).map(|h| h.map(|h| h.1)),
             Ok(Some(Framing::Empty)),
             "a HEAD answer has no body"
         );
         for (text, framing, keep) in [
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", Framing::Chunked, true),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Framing::UntilClose, false),
-            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", Framing::Chunked, false),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Framing::UntilClose,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                Framing::Chunked,
+                false,
+            ),
             ("HTTP/1.1 200 OK\r\n\r\n", Framing::UntilClose, false),
             ("HTTP/1.1 204 No Content\r\n\r\n", Framing::Empty, true),
-            ("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", Framing::Empty, true),
-            ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", Framing::Empty, true),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n", Framing::Length(1), false),
-            ("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Framing::Length(1), false),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n",
+                Framing::Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                Framing::Length(1),
+                false,
+            ),
         ] {
-            assert_eq!(head(text, false).map(|h| h.map(|h| (h.1, h.2))), Ok(Some((framing, keep))), "{text:?}");
+            assert_eq!(
+                head(text, false).map(|h| h.map(|h| (h.1, h.2))),
+                Ok(Some((framing, keep))),
+                "{text:?}"
+            );
         }
-        assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false), Err(Malformed));
-        assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false), Err(Malformed));
-        assert_eq!(head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n", false), Ok(None));
+        assert_eq!(
+            head(
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            ),
+            Err(Malformed)
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false),
+            Err(Malformed)
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n", false),
+            Ok(None)
+        );
         assert_eq!(head("garbage\r\n\r\n", false), Err(Malformed));
     }
 
@@ -165,7 +215,9 @@ mod tests {
         let mut f = fields();
         let h = parse(text.as_bytes(), &mut f, false).unwrap().unwrap();
         let mut out = Vec::new();
-        h.write(&mut out, |name| !name.eq_ignore_ascii_case("connection") && name != "X-Secret");
+        h.write(&mut out, |name| {
+            !name.eq_ignore_ascii_case("connection") && name != "X-Secret"
+        });
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"

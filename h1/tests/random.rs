@@ -31,7 +31,10 @@ fn chunked_body(rng: &mut StdRng) -> Vec<u8> {
 fn request_head(rng: &mut StdRng) -> Vec<u8> {
     let mut head = pick(rng, &[b"GET ", b"HEAD ", b"DELETE ", b"POST ", b"PATCH "]).to_vec();
     head.extend_from_slice(pick(rng, &[b"/api/x", b"/", b"/socket.io/?EIO=4", b"*"]));
-    head.extend_from_slice(pick(rng, &[b" HTTP/1.1\r\n", b" HTTP/1.1\r\n", b" HTTP/1.0\r\n"]));
+    head.extend_from_slice(pick(
+        rng,
+        &[b" HTTP/1.1\r\n", b" HTTP/1.1\r\n", b" HTTP/1.0\r\n"],
+    ));
     if rng.random_bool(0.85) {
         head.extend_from_slice(b"Host: a\r\n");
     }

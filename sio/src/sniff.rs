@@ -41,10 +41,8 @@ pub enum Sniffed {
 pub async fn sniff(stream: TcpStream, peer: SocketAddr, accept: impl Fn(&str) -> bool) -> Sniffed {
     let mut buf = vec![0; PEEK_BYTES];
     let upgrade = match tokio::time::timeout(FIRST_BYTES_LIMIT, stream.peek(&mut buf)).await {
-        Ok(Ok(n)) => {
-            websocket_upgrade(&buf[..n], MAX_HEADERS)
-                .filter(|(request, _)| accept(request.uri().path()))
-        }
+        Ok(Ok(n)) => websocket_upgrade(&buf[..n], MAX_HEADERS)
+            .filter(|(request, _)| accept(request.uri().path())),
         _ => None,
     };
     let Some((request, len)) = upgrade else {
@@ -141,7 +139,10 @@ mod tests {
             "\x16\x03\x01\x02\x00\x01\x00\x01\x03\x03".to_owned(),
         ];
         for case in cases {
-            assert!(websocket_upgrade(case.as_bytes(), MAX_HEADERS).is_none(), "{case:?}");
+            assert!(
+                websocket_upgrade(case.as_bytes(), MAX_HEADERS).is_none(),
+                "{case:?}"
+            );
         }
         let many = (0..MAX_HEADERS)
             .map(|i| format!("X-{i}: v\r\n"))

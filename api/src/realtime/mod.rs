@@ -157,8 +157,10 @@ impl Realtime {
             }
         };
         let headers = header_lines(&response_headers);
-        let upgrade = btp_sio::sniff::websocket_upgrade(&head, btp_h1::limits::MAX_FORWARDED_HEADERS)
-            .filter(|(request, len)| *len == head.len() && self.handles_path(request.uri().path()));
+        let upgrade =
+            btp_sio::sniff::websocket_upgrade(&head, btp_h1::limits::MAX_FORWARDED_HEADERS).filter(
+                |(request, len)| *len == head.len() && self.handles_path(request.uri().path()),
+            );
         let server = self.server.clone();
         tokio::spawn(async move {
             match (upgrade, headers) {

@@ -78,7 +78,7 @@ fn refuse(status: u16, code: &'static str, message: impl Into<String>, close: bo
 
 /// The path and query of a target in origin form (`/p?q`) or absolute form
 /// (`http://host/p?q`, whose authority stands in for a missing `Host`).
-fn origin<'a>(target: &'a str) -> Option<(&'a str, Option<&'a str>)> {
+fn origin(target: &str) -> Option<(&str, Option<&str>)> {
     if target.starts_with('/') {
         return Some((target, None));
     }
@@ -130,10 +130,7 @@ pub fn decide(facts: &Facts<'_>, s: &Settings, workers: usize) -> Decision {
         Route::ClientConfig => refuse(405, "method_not_allowed", "GET only", false),
         Route::Static => Action::Static(clean),
         Route::Api | Route::Realtime => {
-            if facts
-                .content_length
-                .is_some_and(|n| n > s.max_body_bytes)
-            {
+            if facts.content_length.is_some_and(|n| n > s.max_body_bytes) {
                 refuse(
                     413,
                     "payload_too_large",
@@ -149,7 +146,8 @@ pub fn decide(facts: &Facts<'_>, s: &Settings, workers: usize) -> Decision {
                     Action::Upgrade { sticky }
                 } else {
                     // A long-polling GET is answered at the latest with the next ping.
-                    let read_timeout = if decision.route == Route::Realtime && facts.method == "GET" {
+                    let read_timeout = if decision.route == Route::Realtime && facts.method == "GET"
+                    {
                         s.polling_read_timeout
                     } else {
                         s.api_read_timeout
@@ -206,31 +204,128 @@ mod tests {
             read_timeout: s.polling_read_timeout,
         };
         let table: Vec<(Facts, Route, Action)> = vec![
-            (facts("GET", "/"), Route::Static, Action::Static(path::decode("/").unwrap())),
-            (facts("GET", "/projects/42"), Route::Static, Action::Static(path::decode("/projects/42").unwrap())),
-            (facts("POST", "/index.html"), Route::Static, Action::Static(path::decode("/index.html").unwrap())),
-            (facts("GET", "/config.json"), Route::ClientConfig, Action::ClientConfig),
-            (facts("HEAD", "/config.json"), Route::ClientConfig, Action::ClientConfig),
-            (facts("POST", "/config.json"), Route::ClientConfig, refuse(405, "method_not_allowed", "GET only", false)),
+            (
+                facts("GET", "/"),
+                Route::Static,
+                Action::Static(path::decode("/").unwrap()),
+            ),
+            (
+                facts("GET", "/projects/42"),
+                Route::Static,
+                Action::Static(path::decode("/projects/42").unwrap()),
+            ),
+            (
+                facts("POST", "/index.html"),
+                Route::Static,
+                Action::Static(path::decode("/index.html").unwrap()),
+            ),
+            (
+                facts("GET", "/config.json"),
+                Route::ClientConfig,
+                Action::ClientConfig,
+            ),
+            (
+                facts("HEAD", "/config.json"),
+                Route::ClientConfig,
+                Action::ClientConfig,
+            ),
+            (
+                facts("POST", "/config.json"),
+                Route::ClientConfig,
+                refuse(405, "method_not_allowed", "GET only", false),
+            ),
             (facts("GET", "/api/health"), Route::Api, api.clone()),
             (facts("POST", "/api/sync/push"), Route::Api, api.clone()),
-            (facts("GET", "http://other.ma/api/health"), Route::Api, api.clone()),
-            (facts("GET", "/socket.io/?EIO=4&transport=polling"), Route::Realtime, polling(None)),
-            (facts("GET", "/socket.io/?EIO=4&transport=polling&sid=00abc"), Route::Realtime, polling(Some(0))),
-            (facts("POST", "/socket.io/?EIO=4&transport=polling&sid=00abc"), Route::Realtime, Action::Forward { sticky: Some(0), read_timeout: s.api_read_timeout }),
-            (Facts { websocket: true, ..facts("GET", "/socket.io/?EIO=4&transport=websocket") }, Route::Realtime, Action::Upgrade { sticky: None }),
-            (Facts { websocket: true, ..facts("GET", "/api/x") }, Route::Api, api.clone()),
-            (Facts { content_length: Some(s.max_body_bytes + 1), ..facts("POST", "/api/sync/push") }, Route::Api,
-                refuse(413, "payload_too_large", "request body is larger than the gateway accepts", true)),
-            (Facts { content_length: Some(s.max_body_bytes), ..facts("POST", "/api/sync/push") }, Route::Api, api.clone()),
-            (facts("GET", "/api/%2e%2e/etc"), Route::Static, refuse(400, "bad_path", "'.' or '..' path segment", false)),
-            (facts("GET", "/a%2fb"), Route::Static, refuse(400, "bad_path", "encoded path separator", false)),
-            (facts("GET", "*"), Route::Static, refuse(400, "bad_path", "path must start with '/'", false)),
-            (facts("CONNECT", "example.ma:443"), Route::Static, refuse(405, "method_not_allowed", "CONNECT is not proxied", true)),
+            (
+                facts("GET", "http://other.ma/api/health"),
+                Route::Api,
+                api.clone(),
+            ),
+            (
+                facts("GET", "/socket.io/?EIO=4&transport=polling"),
+                Route::Realtime,
+                polling(None),
+            ),
+            (
+                facts("GET", "/socket.io/?EIO=4&transport=polling&sid=00abc"),
+                Route::Realtime,
+                polling(Some(0)),
+            ),
+            (
+                facts("POST", "/socket.io/?EIO=4&transport=polling&sid=00abc"),
+                Route::Realtime,
+                Action::Forward {
+                    sticky: Some(0),
+                    read_timeout: s.api_read_timeout,
+                },
+            ),
+            (
+                Facts {
+                    websocket: true,
+                    ..facts("GET", "/socket.io/?EIO=4&transport=websocket")
+                },
+                Route::Realtime,
+                Action::Upgrade { sticky: None },
+            ),
+            (
+                Facts {
+                    websocket: true,
+                    ..facts("GET", "/api/x")
+                },
+                Route::Api,
+                api.clone(),
+            ),
+            (
+                Facts {
+                    content_length: Some(s.max_body_bytes + 1),
+                    ..facts("POST", "/api/sync/push")
+                },
+                Route::Api,
+                refuse(
+                    413,
+                    "payload_too_large",
+                    "request body is larger than the gateway accepts",
+                    true,
+                ),
+            ),
+            (
+                Facts {
+                    content_length: Some(s.max_body_bytes),
+                    ..facts("POST", "/api/sync/push")
+                },
+                Route::Api,
+                api.clone(),
+            ),
+            (
+                facts("GET", "/api/%2e%2e/etc"),
+                Route::Static,
+                refuse(400, "bad_path", "'.' or '..' path segment", false),
+            ),
+            (
+                facts("GET", "/a%2fb"),
+                Route::Static,
+                refuse(400, "bad_path", "encoded path separator", false),
+            ),
+            (
+                facts("GET", "*"),
+                Route::Static,
+                refuse(400, "bad_path", "path must start with '/'", false),
+            ),
+            (
+                facts("CONNECT", "example.ma:443"),
+                Route::Static,
+                refuse(405, "method_not_allowed", "CONNECT is not proxied", true),
+            ),
         ];
         for (f, route, action) in table {
             let d = decide(&f, &s, 2);
-            assert_eq!((d.route, &d.action), (route, &action), "{} {}", f.method, f.target);
+            assert_eq!(
+                (d.route, &d.action),
+                (route, &action),
+                "{} {}",
+                f.method,
+                f.target
+            );
             assert_eq!(d.request_id.len(), 32);
         }
     }

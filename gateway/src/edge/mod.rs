@@ -212,20 +212,28 @@ where
         // Until its first byte, a request is waited for as long as a kept-alive
         // connection may idle; a new connection's first request has the header timeout.
         let mut deadline = None;
-        let idle_until = Instant::now() + if first { s.header_timeout } else { s.keepalive_timeout };
+        let idle_until = Instant::now()
+            + if first {
+                s.header_timeout
+            } else {
+                s.keepalive_timeout
+            };
         let mut looked = 0;
         // Bounded: every round adds at least one byte, and a head has at most
         // `max_header_bytes`.
         loop {
             if !conn.buf.is_empty() {
                 deadline.get_or_insert_with(|| Instant::now() + s.header_timeout);
-                if request::head_end(&conn.buf, looked).is_some() || conn.buf.len() >= s.max_header_bytes {
+                if request::head_end(&conn.buf, looked).is_some()
+                    || conn.buf.len() >= s.max_header_bytes
+                {
                     return Read::Head;
                 }
                 looked = conn.buf.len();
             }
             if conn.buf.capacity() - conn.buf.len() < HEAD_READ {
-                conn.buf.reserve(HEAD_READ.min(s.max_header_bytes - conn.buf.len()).max(1));
+                conn.buf
+                    .reserve(HEAD_READ.min(s.max_header_bytes - conn.buf.len()).max(1));
             }
             let until = deadline.unwrap_or(idle_until);
             let read = tokio::select! {
@@ -252,7 +260,15 @@ where
             send_timeout: snap.settings.body_timeout,
         };
         let started = std::time::Instant::now();
-        let written = reply::error(&mut conn.io, refusal.status, refusal.code, refusal.message, conn.tls, out).await;
+        let written = reply::error(
+            &mut conn.io,
+            refusal.status,
+            refusal.code,
+            refusal.message,
+            conn.tls,
+            out,
+        )
+        .await;
         Finished {
             method: &"-",
             path: "-",
@@ -321,7 +337,14 @@ where
                 let mut outcome = api::Outcome::default();
                 let next = self
                     .forwarder
-                    .exchange(&mut conn.io, &mut rest, &req, s, &mut conn.scratch, &mut outcome)
+                    .exchange(
+                        &mut conn.io,
+                        &mut rest,
+                        &req,
+                        s,
+                        &mut conn.scratch,
+                        &mut outcome,
+                    )
                     .await;
                 self.finished(&head, &decision, started, conn, &outcome);
                 conn.buf = rest;
@@ -329,7 +352,13 @@ where
             }
             Action::Upgrade { sticky } => {
                 let (path_and_query, _) = target_parts(head.target);
-                let upgrade = Upgrade::new(&head, path_and_query, client, decision.request_id.clone(), *sticky);
+                let upgrade = Upgrade::new(
+                    &head,
+                    path_and_query,
+                    client,
+                    decision.request_id.clone(),
+                    *sticky,
+                );
                 After::Upgrade(Box::new(upgrade), rest)
             }
             action => {
@@ -338,9 +367,8 @@ where
                     BodyLength::None | BodyLength::Length(0) => false,
                     BodyLength::Length(_) | BodyLength::Chunked => true,
                 };
-                let close = !keep_alive
-                    || unread
-                    || matches!(action, Action::Refuse { close: true, .. });
+                let close =
+                    !keep_alive || unread || matches!(action, Action::Refuse { close: true, .. });
                 let (reply, encoding) = match self.reply(&head, &decision, client, snap) {
                     Ok(made) => made,
                     Err(_) => match respond::error(500, "internal", "internal error", client.tls) {
@@ -401,7 +429,10 @@ where
                 })?;
                 (answer.reply, answer.encoding)
             }
-            action => (made_reply(action, &snap.settings.client_config, client.tls)?, None),
+            action => (
+                made_reply(action, &snap.settings.client_config, client.tls)?,
+                None,
+            ),
         })
     }
 

@@ -91,7 +91,11 @@ enum ClientFail {
     Gone(io::Error),
 }
 
-const BODY_LATE: ClientFail = ClientFail::Answer(408, "request_timeout", "the request body did not arrive in time");
+const BODY_LATE: ClientFail = ClientFail::Answer(
+    408,
+    "request_timeout",
+    "the request body did not arrive in time",
+);
 const BODY_TOO_LARGE: ClientFail = ClientFail::Answer(
     413,
     "payload_too_large",
@@ -134,7 +138,8 @@ impl Forwarder {
             BodyLength::None => false,
             BodyLength::Length(n) if n <= BUFFERED_BODY => {
                 let n = n as usize;
-                let read = read_at_least(client, buf, n, req.head.expect_continue, body_deadline, s).await;
+                let read =
+                    read_at_least(client, buf, n, req.head.expect_continue, body_deadline, s).await;
                 if let Err(fail) = read {
                     return self.client_failed(client, req, s, outcome, fail).await;
                 }
@@ -146,10 +151,16 @@ impl Forwarder {
             BodyLength::Length(_) | BodyLength::Chunked => true,
         };
 
-        let mut up = match self.conns.checkout(req.sticky, streamed, s.connect_timeout).await {
+        let mut up = match self
+            .conns
+            .checkout(req.sticky, streamed, s.connect_timeout)
+            .await
+        {
             Ok(up) => up,
             Err(refused) => {
-                return self.failed(client, req, s, outcome, Failure::Unavailable(refused)).await
+                return self
+                    .failed(client, req, s, outcome, Failure::Unavailable(refused))
+                    .await
             }
         };
         outcome.worker = Some(up.index);
@@ -172,14 +183,30 @@ impl Forwarder {
 
         let head_request = req.head.method == "HEAD";
         let answer = loop {
-            let sent = if streamed { None } else { Some(head.as_slice()) };
-            match round_trip(&mut up.stream, sent, scratch, head_request, req.read_timeout).await {
+            let sent = if streamed {
+                None
+            } else {
+                Some(head.as_slice())
+            };
+            match round_trip(
+                &mut up.stream,
+                sent,
+                scratch,
+                head_request,
+                req.read_timeout,
+            )
+            .await
+            {
                 Ok(len) => break len,
                 // A pooled connection the worker closed before it read anything: the
                 // request (whole, in `head`) goes once more on a new connection.
                 Err(Trip::Untouched(failure)) if up.reused && !streamed => {
                     tracing::debug!(worker = up.index, error = %failure, "pooled connection closed: retrying");
-                    match self.conns.checkout(Some(up.index), true, s.connect_timeout).await {
+                    match self
+                        .conns
+                        .checkout(Some(up.index), true, s.connect_timeout)
+                        .await
+                    {
                         Ok(fresh) => {
                             up = fresh;
                             outcome.worker = Some(up.index);
@@ -195,7 +222,9 @@ impl Forwarder {
                 }
             }
         };
-        let (next, reusable) = self.relay(client, &mut up.stream, scratch, answer, req, s, outcome).await;
+        let (next, reusable) = self
+            .relay(client, &mut up.stream, scratch, answer, req, s, outcome)
+            .await;
         if reusable {
             self.conns.check_in(up);
         }
@@ -220,7 +249,8 @@ impl Forwarder {
     {
         let head_request = req.head.method == "HEAD";
         let mut fields = response::fields();
-        let Ok(Some(answer)) = response::parse(&scratch[..head_len], &mut fields, head_request) else {
+        let Ok(Some(answer)) = response::parse(&scratch[..head_len], &mut fields, head_request)
+        else {
             let next = self
                 .failed(client, req, s, outcome, Failure::Broken(Broken::Head))
                 .await;
@@ -312,8 +342,16 @@ impl Forwarder {
             self.conns.metrics().upstream_error(kind);
         }
         outcome.error = Some(failure.to_string());
-        self.answer(client, req, s, outcome, failure.status(), failure.code(), failure.message())
-            .await
+        self.answer(
+            client,
+            req,
+            s,
+            outcome,
+            failure.status(),
+            failure.code(),
+            failure.message(),
+        )
+        .await
     }
 
     async fn client_failed<C>(
@@ -330,7 +368,8 @@ impl Forwarder {
         match fail {
             ClientFail::Answer(status, code, message) => {
                 outcome.error = Some(message.to_string());
-                self.answer(client, req, s, outcome, status, code, message).await
+                self.answer(client, req, s, outcome, status, code, message)
+                    .await
             }
             ClientFail::Gone(e) => {
                 outcome.error = Some(format!("reading the request body: {e}"));
@@ -400,7 +439,11 @@ fn upstream_head(req: &Request<'_, '_, '_>) -> Vec<u8> {
     }
     let incoming = |name: &str| head.header(name);
     let forwarding = Forwarding::decide(req.client, incoming, authority);
-    put_header(&mut out, b"x-forwarded-for", forwarding.for_chain.as_bytes());
+    put_header(
+        &mut out,
+        b"x-forwarded-for",
+        forwarding.for_chain.as_bytes(),
+    );
     put_header(&mut out, b"x-forwarded-proto", forwarding.proto);
     if let Some(host) = forwarding.host {
         put_header(&mut out, b"x-forwarded-host", host);
@@ -416,7 +459,10 @@ fn upstream_head(req: &Request<'_, '_, '_>) -> Vec<u8> {
 }
 
 /// `fut` within `limit`, its timeout as an I/O error.
-async fn timed<T>(limit: Duration, fut: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+async fn timed<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
     match tokio::time::timeout(limit, fut).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
@@ -560,10 +606,13 @@ async fn round_trip(
         }
         loop {
             let untouched = buf.is_empty();
-            let n = stream.read_buf(&mut *buf).await.map_err(|e| match untouched {
-                true => Trip::Untouched(Failure::io(e)),
-                false => Trip::Failed(Failure::io(e)),
-            })?;
+            let n = stream
+                .read_buf(&mut *buf)
+                .await
+                .map_err(|e| match untouched {
+                    true => Trip::Untouched(Failure::io(e)),
+                    false => Trip::Failed(Failure::io(e)),
+                })?;
             if n == 0 {
                 let eof = Failure::io(io::ErrorKind::UnexpectedEof.into());
                 return Err(match untouched {
@@ -627,19 +676,47 @@ mod tests {
                     X-Hop: 1\r\nX-Forwarded-For: 6.6.6.6\r\nx-REQUEST-id: spoof\r\nTransfer-Encoding: chunked\r\n\
                     Expect: 100-continue\r\nAuthorization: Bearer t\r\n\r\n";
         let sent = upstream(head, false);
-        assert!(sent.starts_with("POST /api/sync/push HTTP/1.1\r\n"), "{sent}");
-        for kept in ["Host: btp.ma\r\n", "Authorization: Bearer t\r\n", "x-forwarded-for: 10.0.0.9\r\n",
-                     "x-forwarded-proto: http\r\n", "x-forwarded-host: btp.ma\r\n", "x-request-id: rid\r\n",
-                     "transfer-encoding: chunked\r\n"] {
+        assert!(
+            sent.starts_with("POST /api/sync/push HTTP/1.1\r\n"),
+            "{sent}"
+        );
+        for kept in [
+            "Host: btp.ma\r\n",
+            "Authorization: Bearer t\r\n",
+            "x-forwarded-for: 10.0.0.9\r\n",
+            "x-forwarded-proto: http\r\n",
+            "x-forwarded-host: btp.ma\r\n",
+            "x-request-id: rid\r\n",
+            "transfer-encoding: chunked\r\n",
+        ] {
             assert!(sent.contains(kept), "{kept:?} missing from {sent}");
         }
-        for dropped in ["X-Hop", "6.6.6.6", "spoof", "Connection", "Expect", "Transfer-Encoding: chunked"] {
+        for dropped in [
+            "X-Hop",
+            "6.6.6.6",
+            "spoof",
+            "Connection",
+            "Expect",
+            "Transfer-Encoding: chunked",
+        ] {
             assert!(!sent.contains(dropped), "{dropped:?} in {sent}");
         }
-        let sized = upstream("PATCH /api/projects/1 HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n", false);
-        assert!(sized.contains("content-length: 12\r\n") && !sized.contains("Content-Length"), "{sized}");
-        let trusted = upstream("GET /api/x HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n", true);
-        assert!(trusted.contains("x-forwarded-for: 1.2.3.4, 10.0.0.9\r\n"), "{trusted}");
+        let sized = upstream(
+            "PATCH /api/projects/1 HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\n\r\n",
+            false,
+        );
+        assert!(
+            sized.contains("content-length: 12\r\n") && !sized.contains("Content-Length"),
+            "{sized}"
+        );
+        let trusted = upstream(
+            "GET /api/x HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",
+            true,
+        );
+        assert!(
+            trusted.contains("x-forwarded-for: 1.2.3.4, 10.0.0.9\r\n"),
+            "{trusted}"
+        );
         // What goes out parses back whole, with the same framing.
         let mut fields = request::fields();
         let Parsed::Head(again) = request::parse(sent.as_bytes(), &mut fields, 16 * 1024) else {

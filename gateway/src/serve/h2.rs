@@ -148,7 +148,8 @@ impl ProxyHttp for Gateway {
                 tls: ctx.tls,
             },
             request_id: header_str(session, "x-request-id"),
-            content_length: header_str(session, "content-length").and_then(|v| v.trim().parse().ok()),
+            content_length: header_str(session, "content-length")
+                .and_then(|v| v.trim().parse().ok()),
             websocket: false,
         };
         let decision = decide(&facts, &ctx.snap.settings, self.pool.len());
@@ -279,7 +280,9 @@ impl ProxyHttp for Gateway {
                 "payload_too_large",
                 "request body is larger than the gateway accepts",
             ),
-            (_, ErrorType::HTTPStatus(503)) => upstream(&Failure::Unavailable(Refused::NoneHealthy)),
+            (_, ErrorType::HTTPStatus(503)) => {
+                upstream(&Failure::Unavailable(Refused::NoneHealthy))
+            }
             (_, ErrorType::HTTPStatus(s)) => (*s, "error", "request failed"),
             (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
                 self.metrics.upstream_error("timeout");

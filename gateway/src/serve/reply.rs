@@ -97,7 +97,8 @@ mod tests {
 
     #[test]
     fn the_wire_form_carries_the_request_id_and_the_close() {
-        let reply = respond::error(404, "not_found", "nothing", false).unwrap_or_else(|e| panic!("{e}"));
+        let reply =
+            respond::error(404, "not_found", "nothing", false).unwrap_or_else(|e| panic!("{e}"));
         let bytes = wire(&reply.header, &reply.body, "r-1", true);
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");

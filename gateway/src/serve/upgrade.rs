@@ -77,7 +77,11 @@ impl Upgrade {
         put_header(&mut out, b"upgrade", b"websocket");
         put_header(&mut out, b"connection", b"Upgrade");
         let forwarding = Forwarding::decide(client, |name| head.header(name), None);
-        put_header(&mut out, b"x-forwarded-for", forwarding.for_chain.as_bytes());
+        put_header(
+            &mut out,
+            b"x-forwarded-for",
+            forwarding.for_chain.as_bytes(),
+        );
         put_header(&mut out, b"x-forwarded-proto", forwarding.proto);
         if let Some(host) = forwarding.host {
             put_header(&mut out, b"x-forwarded-host", host);
@@ -127,7 +131,13 @@ impl Tunnels {
     /// Serve `upgrade`, whose head the client sent ahead of `early` (bytes it sent after
     /// it), to its end (the worker's answer relayed, or the tunnel closed). Meant to run
     /// as a task of its own.
-    pub async fn serve(self, client: Stream, upgrade: Upgrade, early: Vec<u8>, snap: Arc<Snapshot>) {
+    pub async fn serve(
+        self,
+        client: Stream,
+        upgrade: Upgrade,
+        early: Vec<u8>,
+        snap: Arc<Snapshot>,
+    ) {
         // The handshake's state (heads, parsers, timers) is boxed so that it is freed when
         // the handshake ends: the task keeps only what the relay needs for hours.
         let open = Box::pin(self.open(client, upgrade, early, &snap.settings)).await;
@@ -243,7 +253,10 @@ impl Tunnels {
         self.metrics.tunnel_closed();
         let error = match end {
             End::Closed => None,
-            End::Idle => Some(io::Error::new(io::ErrorKind::TimedOut, "tunnel idle timeout")),
+            End::Idle => Some(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "tunnel idle timeout",
+            )),
             End::Failed(e) => Some(e),
         };
         self.record(
@@ -301,7 +314,13 @@ impl Tunnels {
     }
 
     /// Answer with the gateway's JSON error for `failure` and close; the status written.
-    async fn error(&self, client: &mut Stream, ex: &Exchange, failure: &Failure, s: &Settings) -> u16 {
+    async fn error(
+        &self,
+        client: &mut Stream,
+        ex: &Exchange,
+        failure: &Failure,
+        s: &Settings,
+    ) -> u16 {
         let out = reply::Out {
             request_id: &ex.request_id,
             close: true,
@@ -309,7 +328,15 @@ impl Tunnels {
             send_timeout: s.body_timeout,
         };
         let status = failure.status();
-        let written = reply::error(client, status, failure.code(), failure.message(), ex.client.tls, out).await;
+        let written = reply::error(
+            client,
+            status,
+            failure.code(),
+            failure.message(),
+            ex.client.tls,
+            out,
+        )
+        .await;
         let _ = client.shutdown().await;
         match written {
             Ok(_) => status,
@@ -424,7 +451,10 @@ struct Answer {
 }
 
 /// Read the worker's response head within `timeout`: the head, and the bytes after it.
-async fn read_response(worker: &mut TcpStream, timeout: Duration) -> Result<(Answer, Vec<u8>), Failure> {
+async fn read_response(
+    worker: &mut TcpStream,
+    timeout: Duration,
+) -> Result<(Answer, Vec<u8>), Failure> {
     let read = async {
         let mut buf = Vec::with_capacity(1024);
         loop {
@@ -448,7 +478,8 @@ async fn read_response(worker: &mut TcpStream, timeout: Duration) -> Result<(Ans
 
 fn parse_response(buf: &[u8]) -> Result<Option<(Answer, Vec<u8>)>, Failure> {
     let mut fields = response::fields();
-    let parsed = response::parse(buf, &mut fields, false).map_err(|_| Failure::Broken(Broken::Head))?;
+    let parsed =
+        response::parse(buf, &mut fields, false).map_err(|_| Failure::Broken(Broken::Head))?;
     let Some(answer) = parsed else {
         return Ok(None);
     };
@@ -502,7 +533,11 @@ where
     // connection closes after it either way.
     let limit = answer.length.unwrap_or(u64::MAX);
     let first = after
-        .get(..usize::try_from(limit).unwrap_or(usize::MAX).min(after.len()))
+        .get(
+            ..usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .min(after.len()),
+        )
         .unwrap_or_default();
     let mut out = head.to_vec();
     out.extend_from_slice(first);
@@ -521,4 +556,3 @@ where
     client.shutdown().await?;
     Ok(sent)
 }
-

@@ -81,8 +81,12 @@ impl fmt::Display for Failure {
             Failure::Unavailable(refused) => f.write_str(refused.message()),
             Failure::Timeout => f.write_str("the api worker did not answer in time"),
             Failure::Broken(Broken::Io(e)) => write!(f, "reading the api worker's answer: {e}"),
-            Failure::Broken(Broken::Head) => f.write_str("malformed response head from the api worker"),
-            Failure::Broken(Broken::Body) => f.write_str("malformed response body from the api worker"),
+            Failure::Broken(Broken::Head) => {
+                f.write_str("malformed response head from the api worker")
+            }
+            Failure::Broken(Broken::Body) => {
+                f.write_str("malformed response body from the api worker")
+            }
         }
     }
 }
@@ -94,13 +98,43 @@ mod tests {
     #[test]
     fn every_failure_has_its_status_code_and_metric() {
         let table = [
-            (Failure::Unavailable(Refused::NoneHealthy), 503, "upstream_unavailable", None),
-            (Failure::Unavailable(Refused::Unreachable), 503, "upstream_unavailable", None),
+            (
+                Failure::Unavailable(Refused::NoneHealthy),
+                503,
+                "upstream_unavailable",
+                None,
+            ),
+            (
+                Failure::Unavailable(Refused::Unreachable),
+                503,
+                "upstream_unavailable",
+                None,
+            ),
             (Failure::Timeout, 504, "upstream_timeout", Some("timeout")),
-            (Failure::io(io::ErrorKind::TimedOut.into()), 504, "upstream_timeout", Some("timeout")),
-            (Failure::io(io::ErrorKind::UnexpectedEof.into()), 502, "bad_gateway", Some("protocol")),
-            (Failure::Broken(Broken::Head), 502, "bad_gateway", Some("protocol")),
-            (Failure::Broken(Broken::Body), 502, "bad_gateway", Some("protocol")),
+            (
+                Failure::io(io::ErrorKind::TimedOut.into()),
+                504,
+                "upstream_timeout",
+                Some("timeout"),
+            ),
+            (
+                Failure::io(io::ErrorKind::UnexpectedEof.into()),
+                502,
+                "bad_gateway",
+                Some("protocol"),
+            ),
+            (
+                Failure::Broken(Broken::Head),
+                502,
+                "bad_gateway",
+                Some("protocol"),
+            ),
+            (
+                Failure::Broken(Broken::Body),
+                502,
+                "bad_gateway",
+                Some("protocol"),
+            ),
         ];
         for (failure, status, code, metric) in table {
             assert_eq!(
