@@ -137,7 +137,8 @@ where
 async fn idle_kept_alive_connections_close_on_every_http1_path_while_new_clients_are_served() {
     raise_nofile();
     let gw = TestGateway::start(Options {
-        gateway: "keepalive_timeout_ms = 2000\n".into(),
+        // Every connection comes from 127.0.0.1 here.
+        gateway: "keepalive_timeout_ms = 2000\nmax_connections_per_ip = 5000\n".into(),
         tls: true,
         ..Options::default()
     })

@@ -34,7 +34,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -42,6 +41,8 @@ use pingora::services::listening::Service;
 
 use crate::assets::Store;
 use crate::config::Settings;
+use crate::edge::gate::Gate;
+use crate::edge::listen::Listen;
 use crate::edge::Edge;
 use crate::metrics::{Admin, Metrics};
 use crate::reload::{Reloader, Signals};
@@ -80,7 +81,10 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         None => None,
     };
     let tls = match settings.tls_listen {
-        Some(_) => Some(tls::settings(&settings.tls_cert, &settings.tls_key)?),
+        Some(addr) => Some((
+            addr,
+            Arc::new(tls::settings(&settings.tls_cert, &settings.tls_key)?.build()),
+        )),
         None => None,
     };
     if !opts.upgrade {
@@ -109,6 +113,8 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         tls = ?settings.tls_listen,
         workers = settings.workers.len(),
         threads = settings.threads,
+        max_connections = settings.max_connections,
+        max_connections_per_ip = settings.max_connections_per_ip,
         tunnel_idle_timeout_ms = settings.tunnel_idle_timeout.as_millis() as u64,
         "gateway starting"
     );
@@ -150,19 +156,15 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         forwarder,
         metrics.clone(),
     );
-    let mut public = Service::new("btp public".to_string(), edge);
-    // No L4 read buffer (Pingora's default is 64 KiB per connection, held for the
-    // connection's life): the HTTP/1 parser reads into its own buffer, and WebSocket
-    // tunnels read into one per-thread scratch buffer. Writes stay buffered (1,460 bytes):
-    // without, a response head and body are two sends, and static files lost a third of
-    // their throughput (wrk, bench/README.md).
-    public.add_listener(
-        ListenerConfig::tcp(settings.listen.to_string())
-            .l4_buffer(L4BufferSettings::default().read(0)),
-    );
-    if let (Some(addr), Some(tls)) = (settings.tls_listen, tls) {
-        public.add_tls_with_settings(&addr.to_string(), None, tls);
-    }
+    let public = Listen {
+        edge: Arc::new(edge),
+        plain: settings.listen,
+        tls,
+        live: live.clone(),
+        gate: Gate::new(metrics.clone()),
+        metrics: metrics.clone(),
+        threads: settings.threads,
+    };
 
     let mut admin = Service::new(
         "btp admin".to_string(),

@@ -34,6 +34,10 @@ pub struct Metrics {
     sent: IntCounter,
     static_hits: IntCounterVec,
     upstream_healthy: IntGaugeVec,
+    connections_open: IntGauge,
+    connections_refused: IntCounterVec,
+    connections_evicted: IntCounter,
+    tls_handshakes_failed: IntCounterVec,
     per_request: PerRequest,
 }
 
@@ -131,6 +135,34 @@ impl Metrics {
             ),
             &["worker"],
         )?;
+        let connections_open = IntGauge::new(
+            "btp_gateway_connections_open",
+            "Client connections of the public listeners held now (gateway.max_connections).",
+        )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "btp_gateway_connections_refused_total",
+                "Client connections closed at accept, by the limit that was reached.",
+            ),
+            &["limit"],
+        )?;
+        let connections_evicted = IntCounter::new(
+            "btp_gateway_connections_evicted_total",
+            "Idle keep-alive connections closed to make room for a new client at gateway.max_connections.",
+        )?;
+        let tls_handshakes_failed = IntCounterVec::new(
+            Opts::new(
+                "btp_gateway_tls_handshakes_failed_total",
+                "TLS handshakes that did not complete, by reason (timeout: gateway.header_timeout_ms).",
+            ),
+            &["reason"],
+        )?;
+        for limit in ["max_connections", "max_connections_per_ip"] {
+            connections_refused.with_label_values(&[limit]);
+        }
+        for reason in ["timeout", "error"] {
+            tls_handshakes_failed.with_label_values(&[reason]);
+        }
         // Known label values start at zero, so every series exists from the first scrape
         // and rates over them are defined.
         for kind in ["connect", "timeout", "protocol"] {
@@ -151,6 +183,10 @@ impl Metrics {
         registry.register(Box::new(sent.clone()))?;
         registry.register(Box::new(static_hits.clone()))?;
         registry.register(Box::new(upstream_healthy.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(connections_evicted.clone()))?;
+        registry.register(Box::new(tls_handshakes_failed.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -162,6 +198,10 @@ impl Metrics {
             sent,
             static_hits,
             upstream_healthy,
+            connections_open,
+            connections_refused,
+            connections_evicted,
+            tls_handshakes_failed,
             per_request: PerRequest::new(),
         })
     }
@@ -206,6 +246,30 @@ impl Metrics {
 
     pub fn tunnel_closed(&self) {
         self.tunnels_open.dec();
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_open.dec();
+    }
+
+    /// A connection closed at accept: `limit` is the one reached.
+    pub fn connection_refused(&self, limit: &str) {
+        self.connections_refused.with_label_values(&[limit]).inc();
+    }
+
+    pub fn connection_evicted(&self) {
+        self.connections_evicted.inc();
+    }
+
+    /// A TLS handshake that did not complete: `timeout` or `error`.
+    pub fn tls_handshake_failed(&self, reason: &str) {
+        self.tls_handshakes_failed
+            .with_label_values(&[reason])
+            .inc();
     }
 
     /// A WebSocket handoff attempt: `ok`, `full` or `failed`.

@@ -142,6 +142,12 @@ pub struct BtpProcess {
 impl BtpProcess {
     /// Start `btp <args…> --config <config>`, output to `<config dir>/btp-<args0>.log`.
     pub fn spawn(args: &[&str], config: &Path) -> BtpProcess {
+        BtpProcess::spawn_under(&[], args, config)
+    }
+
+    /// [`BtpProcess::spawn`], run by `wrapper` (a command and its arguments, the `btp`
+    /// command line appended) when it is not empty.
+    pub fn spawn_under(wrapper: &[&str], args: &[&str], config: &Path) -> BtpProcess {
         let dir = config
             .parent()
             .map(Path::to_path_buf)
@@ -153,7 +159,15 @@ impl BtpProcess {
         ));
         let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
         let err = out.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-        let child = Command::new(btp_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(btp_bin());
+                c
+            }
+            None => Command::new(btp_bin()),
+        };
+        let child = command
             .args(args)
             .arg("--config")
             .arg(config)

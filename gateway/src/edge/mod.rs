@@ -1,8 +1,10 @@
-//! The front door: every connection of the public port, from its first byte to its close.
+//! The front door: every connection of the public port, from its accept to its close.
 //!
-//! An HTTP/2 connection (ALPN `h2`) goes to Pingora's HTTP/2 server, which serves it with
-//! the same decision ([`decide`]) and replies ([`crate::serve::h2`]). Every HTTP/1
-//! connection is served here, request after request:
+//! [`listen`] accepts it, counts it against the connection limits ([`gate`]) and finishes
+//! its TLS handshake under the header deadline. An HTTP/2 connection (ALPN `h2`) then goes
+//! to Pingora's HTTP/2 server, which serves it with the same decision ([`decide`]) and
+//! replies ([`crate::serve::h2`]). Every HTTP/1 connection is served here, request after
+//! request:
 //!
 //! 1. the head is read once ([`btp_h1::request`]), under one deadline at a time: the
 //!    keep-alive timeout while nothing of a request has come (the header timeout for a
@@ -19,12 +21,13 @@
 //!    error, or the gateway is draining — answers then say `Connection: close`).
 
 pub mod decide;
+pub mod gate;
+pub mod listen;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use btp_h1::request::{self, BodyLength, Parsed, RequestHead, Version};
 use bytes::Bytes;
 use http::Method;
@@ -46,6 +49,7 @@ use crate::serve::api::{self, Forwarder, Next};
 use crate::serve::reply::{self, Out};
 use crate::serve::upgrade::{Tunnels, Upgrade};
 use decide::{decide, Action, Decision, Facts};
+use gate::Slot;
 
 /// The public listeners' application.
 pub struct Edge<A> {
@@ -81,17 +85,21 @@ impl<A> Edge<A> {
     }
 }
 
-#[async_trait]
-impl<A> ServerApp for Edge<A>
+impl<A> Edge<A>
 where
     A: ServerApp + Send + Sync + 'static,
 {
-    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    /// Serve one connection to its end; `slot` is its place among the gateway's
+    /// connections.
+    pub async fn serve(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch, slot: &Slot) {
         if io.selected_alpn_proto() == Some(ALPN::H2) {
-            return self.h2.process_new(io, shutdown).await;
+            let mut next = self.h2.process_new(io, shutdown).await;
+            while let Some(io) = next {
+                next = self.h2.process_new(io, shutdown).await;
+            }
+            return;
         }
-        self.serve_h1(io, shutdown).await;
-        None
+        self.serve_h1(io, shutdown, slot).await;
     }
 
     /// Called once the listeners stopped accepting (shutdown or graceful upgrade). Until
@@ -99,7 +107,7 @@ where
     /// connection is still read and answered, with `Connection: close`, so the client
     /// reconnects (to the new process, in an upgrade) instead of seeing a reset; then the
     /// connections waiting for a request close.
-    async fn cleanup(&self) {
+    pub async fn cleanup(&self) {
         tokio::time::sleep(KEEPALIVE_DRAIN).await;
         self.closing.send_replace(true);
         self.h2.cleanup().await
@@ -123,6 +131,7 @@ struct Conn<'a> {
     /// The forwarder's buffer, kept across the connection's requests.
     scratch: Vec<u8>,
     shutdown: &'a ShutdownWatch,
+    slot: &'a Slot,
 }
 
 /// What becomes of a connection after a request.
@@ -164,7 +173,7 @@ impl<A> Edge<A>
 where
     A: ServerApp + Send + Sync + 'static,
 {
-    async fn serve_h1(&self, io: Stream, shutdown: &ShutdownWatch) {
+    async fn serve_h1(&self, io: Stream, shutdown: &ShutdownWatch, slot: &Slot) {
         let tls = io.get_ssl_digest().is_some();
         let peer = io
             .get_socket_digest()
@@ -176,6 +185,7 @@ where
             buf: Vec::new(),
             scratch: Vec::new(),
             shutdown,
+            slot,
         };
         // Bounded by the client: each round serves one of its requests, and a connection
         // that stops sending ends in `read_head` (end of stream, a deadline or the drain).
@@ -236,11 +246,16 @@ where
                     .reserve(HEAD_READ.min(s.max_header_bytes - conn.buf.len()).max(1));
             }
             let until = deadline.unwrap_or(idle_until);
+            // Waiting for a request's first byte, the connection is idle: its place may be
+            // given to a newcomer when the gateway is full.
+            let idle = conn.buf.is_empty().then(|| conn.slot.idle());
             let read = tokio::select! {
                 biased;
                 read = tokio::time::timeout_at(until, conn.io.read_buf(&mut conn.buf)) => read,
-                _ = closing.wait_for(|closing| *closing), if conn.buf.is_empty() => return Read::Gone,
+                _ = closing.wait_for(|closing| *closing), if idle.is_some() => return Read::Gone,
+                () = async { if let Some(idle) = &idle { idle.evicted().await } }, if idle.is_some() => return Read::Gone,
             };
+            drop(idle);
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) => return Read::Gone,
                 Ok(Ok(_)) => {}

@@ -1,0 +1,185 @@
+//! Limits on numbers, and the TLS handshake's deadline: a gateway limited to 1,024 open
+//! files keeps serving new clients while one address holds 1,100 connections (idle ones
+//! make room); an address at `max_connections_per_ip` is refused while another is served;
+//! a TLS handshake that stalls is cut at `header_timeout_ms`.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use support::gateway::{Options, TestGateway};
+use support::ws::{header, read_head};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// A connection to `to` from the loopback address `from`.
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::from(from), 0))?;
+    socket.connect(to).await
+}
+
+/// `GET /api/health` on `c`: the status, or `None` if the connection was closed.
+async fn health(c: &mut TcpStream) -> Option<u16> {
+    c.write_all(b"GET /api/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .ok()?;
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(c))
+        .await
+        .ok()?
+        .ok()?;
+    let len: usize = header(&head, "content-length")?.parse().ok()?;
+    let mut body = vec![0; len];
+    c.read_exact(&mut body).await.ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn metric(gw: &TestGateway, series: &str) -> f64 {
+    let text = reqwest::get(gw.admin_url("/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{series} not in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_1024_open_files_and_1100_connections_from_one_address_a_new_client_is_served() {
+    raise_nofile();
+    let gw = TestGateway::start(Options {
+        wrapper: vec!["prlimit".into(), "--nofile=1024".into()],
+        gateway: "max_connections_per_ip = 5000\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for i in 0..1100 {
+        // Each holds its connection idle after one request, as a kept-alive browser does.
+        if let Ok(mut c) = connect_from([127, 0, 0, 1], gw.http).await {
+            if health(&mut c).await == Some(200) {
+                held.push(c);
+            }
+        }
+        if i % 100 == 99 {
+            let started = Instant::now();
+            let mut other = connect_from([127, 0, 0, 2], gw.http)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                health(&mut other).await,
+                Some(200),
+                "after {} connections",
+                i + 1
+            );
+            slowest = slowest.max(started.elapsed());
+        }
+    }
+    eprintln!("slowest answer to the other address: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a new client waited {slowest:?}"
+    );
+    let open = metric(&gw, "btp_gateway_connections_open").await;
+    let evicted = metric(&gw, "btp_gateway_connections_evicted_total").await;
+    assert!(open < 1024.0 / 2.0, "{open} connections open");
+    assert!(
+        evicted >= 500.0,
+        "only {evicted} idle connections made room"
+    );
+    let log = gw.process.output();
+    assert!(
+        !log.contains("Too many open files"),
+        "the gateway ran out of descriptors"
+    );
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_at_its_cap_is_refused_while_another_is_served() {
+    raise_nofile();
+    let gw = TestGateway::start(Options {
+        gateway: "max_connections_per_ip = 256\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        let mut c = connect_from([127, 0, 0, 3], gw.http)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(health(&mut c).await, Some(200));
+        held.push(c);
+    }
+    let mut refused = connect_from([127, 0, 0, 3], gw.http)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        health(&mut refused).await,
+        None,
+        "connection 257 was served"
+    );
+    let mut other = connect_from([127, 0, 0, 4], gw.http)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(health(&mut other).await, Some(200));
+    let series = "btp_gateway_connections_refused_total{limit=\"max_connections_per_ip\"}";
+    assert_eq!(metric(&gw, series).await, 1.0);
+    // One leaves: the address may connect again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = connect_from([127, 0, 0, 3], gw.http)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(health(&mut again).await, Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_cut_at_the_header_timeout() {
+    let gw = TestGateway::start(Options {
+        gateway: "header_timeout_ms = 1000\n".into(),
+        tls: true,
+        ..Options::default()
+    })
+    .await;
+    let tls = gw.tls.unwrap_or_else(|| panic!("no TLS listener"));
+    for opening in [&b""[..], b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"] {
+        let mut c = TcpStream::connect(tls)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.write_all(opening).await.unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest)).await;
+        let after = started.elapsed();
+        assert!(
+            read.is_ok(),
+            "a stalled handshake was still open after 10 s"
+        );
+        assert!(
+            (Duration::from_millis(900)..Duration::from_millis(3000)).contains(&after),
+            "cut after {after:?}"
+        );
+    }
+    let series = "btp_gateway_tls_handshakes_failed_total{reason=\"timeout\"}";
+    assert_eq!(metric(&gw, series).await, 2.0);
+}

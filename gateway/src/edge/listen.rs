@@ -1,0 +1,221 @@
+//! The public listeners: the accept loops, the connection limits and the TLS handshake,
+//! so that every connection is counted and under a deadline from its first instant.
+//!
+//! Each accepted connection is admitted by the [`Gate`] (`max_connections`,
+//! `max_connections_per_ip`) or closed at once; a TLS connection must finish its
+//! handshake within `header_timeout_ms` (Pingora's own listener allowed 60 s); then the
+//! [`Edge`] serves it, HTTP/1 itself and HTTP/2 through Pingora. The listening sockets
+//! are Pingora's to hand over in a binary upgrade, under the same keys Pingora's own
+//! listeners used (the address), so an upgrade from a gateway that still had them works.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::server::{ListenFds, ShutdownWatch};
+use pingora::services::{ServiceReadyNotifier, ServiceWithDependents};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::gate::Gate;
+use super::Edge;
+use crate::metrics::Metrics;
+use crate::reload::Live;
+
+/// Pending connections the kernel holds per listener (Pingora's own value).
+const BACKLOG: u32 = 65535;
+
+/// After `accept` fails for lack of descriptors, the next try waits this long (a failing
+/// accept returns at once, and would spin).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The public listening sockets and what serves their connections.
+pub struct Listen<A> {
+    pub edge: Arc<Edge<A>>,
+    pub plain: SocketAddr,
+    pub tls: Option<(SocketAddr, Arc<Acceptor>)>,
+    pub live: Live,
+    pub gate: Arc<Gate>,
+    pub metrics: Arc<Metrics>,
+    pub threads: usize,
+}
+
+impl<A> Listen<A> {
+    fn addresses(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.plain)
+            .chain(self.tls.as_ref().map(|(addr, _)| *addr))
+            .collect()
+    }
+}
+
+/// The socket for `addr`: inherited from the previous process in a binary upgrade, else
+/// bound now; either way recorded in Pingora's table for the next upgrade.
+fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::net::TcpListener> {
+    let key = addr.to_string();
+    if let Some(fd) = fds.and_then(|fds| fds.lock().get(&key).copied()) {
+        tracing::info!(%addr, "listening socket inherited");
+        // SAFETY: the descriptor arrived from the previous process through Pingora's
+        // upgrade socket under our key; nothing else here owns it.
+        return Ok(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+    }
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(BACKLOG)?.into_std()?;
+    if let Some(fds) = fds {
+        fds.lock().add(key, listener.as_raw_fd());
+    }
+    Ok(listener)
+}
+
+#[async_trait]
+impl<A> ServiceWithDependents for Listen<A>
+where
+    A: ServerApp + Send + Sync + 'static,
+{
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+        ready_notifier: ServiceReadyNotifier,
+    ) {
+        let mut loops = Vec::new();
+        for (addr, tls) in
+            std::iter::once((self.plain, None)).chain(self.tls.clone().map(|(a, t)| (a, Some(t))))
+        {
+            let listener = match listener(addr, fds.as_ref()).and_then(|l| {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            }) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    // The addresses were checked at start: this is a lost race for one.
+                    tracing::error!(%addr, error = %e, "cannot listen");
+                    std::process::exit(1);
+                }
+            };
+            let accept = Accept {
+                edge: self.edge.clone(),
+                tls,
+                live: self.live.clone(),
+                gate: self.gate.clone(),
+                metrics: self.metrics.clone(),
+            };
+            loops.push(tokio::spawn(accept.run(listener, shutdown.clone())));
+        }
+        ready_notifier.notify_ready();
+        futures::future::join_all(loops).await;
+        self.edge.cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        "btp public"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(self.threads)
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        // Claims the sockets in an upgrade, so Pingora keeps them open for us.
+        Some(self.addresses().iter().map(|a| a.to_string()).collect())
+    }
+}
+
+/// One listener's accept loop.
+struct Accept<A> {
+    edge: Arc<Edge<A>>,
+    tls: Option<Arc<Acceptor>>,
+    live: Live,
+    gate: Arc<Gate>,
+    metrics: Arc<Metrics>,
+}
+
+impl<A> Accept<A>
+where
+    A: ServerApp + Send + Sync + 'static,
+{
+    /// Accept until the server shuts down.
+    async fn run(self, listener: TcpListener, mut shutdown: ShutdownWatch) {
+        let this = Arc::new(self);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            let settings = &this.live.load().settings;
+            let slot = match this.gate.admit(
+                peer.ip(),
+                settings.max_connections,
+                settings.max_connections_per_ip,
+            ) {
+                Ok(slot) => slot,
+                Err(refused) => {
+                    tracing::debug!(%peer, limit = refused.label(), "connection refused");
+                    continue;
+                }
+            };
+            let handshake_limit = settings.header_timeout;
+            let this = this.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let Some(io) = this.open(tcp, peer, handshake_limit).await else {
+                    return;
+                };
+                this.edge.serve(io, &shutdown, &slot).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// The connection as a stream for the edge: plain, or TLS once its handshake is
+    /// done within `limit`.
+    async fn open(&self, tcp: TcpStream, peer: SocketAddr, limit: Duration) -> Option<Stream> {
+        // Requests and frames are small and latency-bound.
+        let _ = tcp.set_nodelay(true);
+        let mut l4 = L4Stream::from(tcp);
+        let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
+        let _ = digest.peer_addr.set(Some(PeerAddr::Inet(peer)));
+        l4.set_socket_digest(digest);
+        let Some(acceptor) = &self.tls else {
+            return Some(Box::new(l4));
+        };
+        match tokio::time::timeout(limit, acceptor.tls_handshake(l4)).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                self.metrics.tls_handshake_failed("error");
+                tracing::debug!(%peer, error = %e, "tls handshake failed");
+                None
+            }
+            Err(_) => {
+                self.metrics.tls_handshake_failed("timeout");
+                tracing::debug!(%peer, "tls handshake timed out");
+                None
+            }
+        }
+    }
+}
