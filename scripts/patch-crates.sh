@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # crate version (one line each; the diffs are patches/<crate>-*.diff)
 crates=(
-  "pingora-proxy 0.9.1"
+  "pingora-core 0.9.1"
   "fastwebsockets 0.10.0"
 )
 

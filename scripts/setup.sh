@@ -13,6 +13,8 @@ if [ "$what" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
   have chromium || need_pkgs+=(chromium)
   have promtool || need_pkgs+=(prometheus)
+  # The system's own Python, which an unprivileged test user can run (not a user's pyenv).
+  [ -x /usr/bin/python3 ] || need_pkgs+=(python3)
   have node || need_pkgs+=(nodejs npm)
 fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

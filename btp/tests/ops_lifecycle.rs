@@ -1,7 +1,8 @@
 //! Operating `btp up` the way nginx + pm2 were operated, on the real binary: a crashed
 //! worker comes back by itself without losing an acknowledged op; SIGTERM stops in order;
 //! a reload validates first and never drops an open socket; a rolling restart and a
-//! binary upgrade fail no request; both processes' metrics pass `promtool`.
+//! binary upgrade fail no request, and an unprivileged user cannot take the listeners in
+//! one; both processes' metrics pass `promtool`.
 
 mod ops;
 mod support;
@@ -503,8 +504,7 @@ async fn binary_upgrade_under_load_with_500_sockets_fails_no_request_and_sockets
 
     // The new binary starts, waits on the upgrade socket; SIGQUIT makes the old one hand
     // over its listeners (public, admin and the API workers' sockets) and leave.
-    let upgrade_sock =
-        std::env::temp_dir().join(format!("btp-gateway-{}.upgrade.sock", stack.http.port()));
+    let upgrade_sock = stack.upgrade_sock();
     let _ = std::fs::remove_file(&upgrade_sock);
     let mut new = support::BtpProcess::spawn(&["up", "--upgrade"], &stack.config);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -648,5 +648,116 @@ async fn promtool_finds_nothing_to_report_in_either_process_metrics() {
             report.trim().is_empty(),
             "promtool on the {name}'s /metrics:\n{report}"
         );
+    }
+}
+
+/// Run as `nobody`: listen on the upgrade socket's path and report how many sockets a
+/// sender handed over.
+const NOBODY_LISTENER: &str = r#"
+import array, os, socket, sys
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+s.listen(1)
+print("listening", flush=True)
+s.settimeout(30)
+conn, _ = s.accept()
+conn.settimeout(10)
+fds = array.array("i")
+try:
+    _, ancdata, _, _ = conn.recvmsg(4096, socket.CMSG_LEN(64 * fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+except OSError:
+    pass
+print(f"received {len(fds)} sockets", flush=True)
+"#;
+
+/// `python3 -c <script> <args…>` as `nobody` (uid and gid 65534, no groups).
+fn as_nobody(script: &str, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        script,
+    ])
+    .args(args)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprivileged_user_cannot_take_the_listeners_in_a_binary_upgrade() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+
+    let _serial = serial().await;
+    let mut stack = Stack::start("").await;
+    let sock = stack.upgrade_sock();
+    let dir = sock
+        .parent()
+        .unwrap_or_else(|| panic!("{sock:?}"))
+        .to_path_buf();
+    let mode = std::fs::metadata(&dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{dir:?}");
+    // The stack's temp dir is root's; let `nobody` reach the upgrade directory's door.
+    std::fs::set_permissions(stack.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // The private directory: `nobody` cannot even create the socket.
+    let tried = as_nobody(
+        "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
+        &[&sock.display().to_string()],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("setpriv: {e}"));
+    assert!(!tried.status.success(), "nobody listened on {sock:?}");
+    assert!(
+        String::from_utf8_lossy(&tried.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&tried.stderr)
+    );
+
+    // The directory made public by mistake: `nobody` listens there, and the gateway,
+    // told to hand over its sockets, finds another user at the other end and sends none.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut listener = as_nobody(NOBODY_LISTENER, &[&sock.display().to_string()])
+        .spawn()
+        .unwrap_or_else(|e| panic!("setpriv: {e}"));
+    let mut out = BufReader::new(
+        listener
+            .stdout
+            .take()
+            .unwrap_or_else(|| panic!("no stdout")),
+    );
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(line.trim(), "listening");
+    signal(stack.pid(), Signal::SIGQUIT);
+    line.clear();
+    out.read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+    let _ = listener.wait();
+    assert_eq!(line.trim(), "received 0 sockets");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stack
+        .process
+        .output()
+        .contains("it is listened on by another user")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refusal was not logged:\n{}",
+            stack.process.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -32,6 +32,9 @@ pub struct Settings {
     pub tls_key: PathBuf,
     pub redirect_http: bool,
     pub static_root: PathBuf,
+    /// The private directory (mode 0700) of the binary upgrade's socket: next to the pid
+    /// file, `upgrade/` in its directory.
+    pub upgrade_dir: PathBuf,
     pub workers: Vec<SocketAddr>,
     pub trusted: Vec<Cidr>,
     pub max_body_bytes: u64,
@@ -97,6 +100,11 @@ impl Settings {
                 n => n,
             },
             static_root: c.static_root(),
+            upgrade_dir: c
+                .resolve(&c.gateway.pid_file)
+                .parent()
+                .map(|dir| dir.join("upgrade"))
+                .unwrap_or_else(|| PathBuf::from("upgrade")),
             workers,
             trusted: c
                 .gateway

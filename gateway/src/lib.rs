@@ -30,6 +30,7 @@ pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -126,8 +127,11 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         test: false,
         conf: None,
     };
-    let mut server =
-        Server::new_with_opt_and_conf(opt, server_conf(settings.listen, settings.threads));
+    private_dir(&settings.upgrade_dir)?;
+    let mut server = Server::new_with_opt_and_conf(
+        opt,
+        server_conf(settings.listen, settings.threads, &settings.upgrade_dir),
+    );
     server.bootstrap();
 
     let live = reload::live(settings.clone(), store);
@@ -208,19 +212,19 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
     std::process::exit(0)
 }
 
-/// Pingora's process settings. The upgrade socket and pid file are named after the public
-/// port so that gateways on different ports never share them, and a graceful upgrade of one
-/// finds its predecessor.
-fn server_conf(listen: SocketAddr, threads: usize) -> ServerConf {
-    let dir = std::env::temp_dir();
+/// Pingora's process settings. The upgrade socket is named after the public port, so
+/// that gateways on different ports never share one and a graceful upgrade of one finds
+/// its predecessor, in a directory only this user can enter: whoever listens on that path
+/// is handed the listening sockets (the patched transfer also checks the peer's user).
+fn server_conf(listen: SocketAddr, threads: usize, upgrade_dir: &Path) -> ServerConf {
     ServerConf {
         threads,
-        upgrade_sock: dir
-            .join(format!("btp-gateway-{}.upgrade.sock", listen.port()))
+        upgrade_sock: upgrade_dir
+            .join(format!("{}.sock", listen.port()))
             .display()
             .to_string(),
-        pid_file: dir
-            .join(format!("btp-gateway-{}.pid", listen.port()))
+        pid_file: upgrade_dir
+            .join(format!("{}.pid", listen.port()))
             .display()
             .to_string(),
         // One multi-threaded runtime (one IO driver) rather than a single-threaded runtime
@@ -233,6 +237,34 @@ fn server_conf(listen: SocketAddr, threads: usize) -> ServerConf {
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     }
+}
+
+/// Make `dir` exist as a directory of this user's, mode 0700.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me {
+        anyhow::bail!(
+            "{} must be a directory of the user btp runs as (uid {me}): it holds the binary upgrade's socket",
+            dir.display()
+        );
+    }
+    if meta.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", dir.display()))?;
+    }
+    Ok(())
 }
 
 pub use tls::generate_dev_cert;

@@ -114,6 +114,13 @@ impl Stack {
         self.process.pid()
     }
 
+    /// Where the binary upgrade's socket lives: `upgrade/` beside the pid file.
+    pub fn upgrade_sock(&self) -> PathBuf {
+        self.dir
+            .join("upgrade")
+            .join(format!("{}.sock", self.http.port()))
+    }
+
     pub async fn metrics(&self) -> String {
         get_text(&self.client, &format!("http://{}/metrics", self.admin)).await
     }

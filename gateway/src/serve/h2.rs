@@ -112,17 +112,6 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// A request Pingora could not parse gets the gateway's own 400, security headers and
-    /// JSON shape included (a patched hook, see patches/README.md).
-    fn invalid_request_response(
-        &self,
-        session: &pingora::protocols::http::ServerSession,
-    ) -> Option<(pingora::http::ResponseHeader, Bytes)> {
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let reply = respond::error(400, "bad_request", "malformed request", tls).ok()?;
-        Some((reply.header, reply.body))
-    }
-
     /// No downstream modules: Pingora's default is a (disabled) compression module that
     /// would still run on every response, and static variants are precompressed anyway.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
