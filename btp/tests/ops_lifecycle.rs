@@ -697,7 +697,7 @@ async fn an_unprivileged_user_cannot_take_the_listeners_in_a_binary_upgrade() {
     use std::os::unix::fs::PermissionsExt;
 
     let _serial = serial().await;
-    let mut stack = Stack::start("").await;
+    let stack = Stack::start("").await;
     let sock = stack.upgrade_sock();
     let dir = sock
         .parent()
