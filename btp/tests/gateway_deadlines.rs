@@ -70,6 +70,39 @@ async fn closed_after<S: AsyncRead + Unpin>(
     }
 }
 
+/// Watch `stream` from now on, on a task of its own so that a close is timed when it
+/// happens: how long after `since` the server closed it (`None`: not within `limit`).
+fn watch_close<S>(
+    mut stream: S,
+    since: Instant,
+    limit: Duration,
+) -> tokio::task::JoinHandle<Option<Duration>>
+where
+    S: AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move { closed_after(&mut stream, since, limit).await })
+}
+
+/// The watched connections' close times; panics with `what` unless every one closed
+/// between `earliest` and `latest`.
+async fn all_closed_between(
+    watches: Vec<tokio::task::JoinHandle<Option<Duration>>>,
+    earliest: Duration,
+    latest: Duration,
+    what: &str,
+) {
+    let closed = futures::future::join_all(watches).await;
+    let total = closed.len();
+    let outside = closed
+        .iter()
+        .filter(|c| !matches!(c, Ok(Some(after)) if (earliest..=latest).contains(after)))
+        .count();
+    assert_eq!(
+        outside, 0,
+        "{outside} of {total} {what} not closed between {earliest:?} and {latest:?}"
+    );
+}
+
 /// The time a fresh client waits for `GET /api/health`, median of five.
 async fn fresh_client_latency(gw: &TestGateway) -> Duration {
     let mut times = Vec::new();
@@ -105,32 +138,21 @@ where
             .unwrap_or_else(|e| panic!("{e}"));
         let (head, _) = answer(&mut c).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        held.push((c, Instant::now()));
+        held.push(watch_close(c, Instant::now(), Duration::from_secs(8)));
     }
     let latency = fresh_client_latency(gw).await;
     assert!(
         latency < Duration::from_millis(100),
         "a new client waited {latency:?}"
     );
-    let waits = held.into_iter().map(|(mut c, answered)| async move {
-        closed_after(&mut c, answered, Duration::from_secs(6)).await
-    });
-    let closed = futures::future::join_all(waits).await;
-    let late: Vec<_> = closed
-        .iter()
-        .filter(|c| c.is_none_or(|after| after > Duration::from_secs(3)))
-        .collect();
-    assert!(
-        late.is_empty(),
-        "{} of {IDLE} on {path} not closed in time",
-        late.len()
-    );
-    let early = closed
-        .iter()
-        .flatten()
-        .filter(|after| **after < Duration::from_millis(1900))
-        .count();
-    assert_eq!(early, 0, "closed before the keep-alive timeout on {path}");
+    let what = format!("idle connections after {path}");
+    all_closed_between(
+        held,
+        Duration::from_millis(1900),
+        Duration::from_secs(3),
+        &what,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,5 +313,162 @@ async fn a_head_trickled_byte_by_byte_gets_431_at_the_limit_for_little_cpu() {
     assert!(
         spent < Duration::from_millis(500),
         "the trickle cost the gateway {spent:?}"
+    );
+}
+
+/// A TLS connection to the gateway offering only `h2`.
+async fn h2_tls(gw: &TestGateway) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let pem = std::fs::read(gw.dir.join("certs/dev.crt")).unwrap_or_else(|e| panic!("{e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots
+            .add(cert.unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(gw.tls.unwrap_or_else(|| panic!("no TLS listener")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let name =
+        rustls::pki_types::ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+/// A frame header and payload (RFC 9113 §4.1) on stream `stream`.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// `GET /api/health` as the first stream of a fresh HTTP/2 connection, by hand (a small
+/// client, so that a thousand of them load the test less than the gateway): returns once
+/// the answer has ended.
+async fn h2_get_health<S: AsyncRead + AsyncWrite + Unpin>(c: &mut S) {
+    let mut block = vec![0x82, 0x87]; // :method GET, :scheme https
+    block.push(0x44); // :path, literal value
+    block.push(11);
+    block.extend_from_slice(b"/api/health");
+    block.push(0x41); // :authority, literal value
+    block.push(9);
+    block.extend_from_slice(b"localhost");
+    let mut out = PREFACE.to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[]));
+    out.extend(h2_frame(0x1, 0x5, 1, &block)); // END_STREAM | END_HEADERS
+    c.write_all(&out).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = Vec::new();
+    loop {
+        // Frames as they come; the answer ends with END_STREAM on stream 1.
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5] & 0x7f, buf[6], buf[7], buf[8]]);
+            if kind == 0x4 && flags & 0x1 == 0 {
+                c.write_all(&h2_frame(0x4, 0x1, 0, &[]))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            buf.drain(..9 + len);
+            if stream == 1 && matches!(kind, 0x0 | 0x1) && flags & 0x1 != 0 {
+                return;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read_buf(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no HTTP/2 answer within 10 s"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(n > 0, "the connection closed before the answer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_close_with_or_without_a_preface_and_a_stalled_header_block_at_the_header_timeout(
+) {
+    raise_nofile();
+    let gw = TestGateway::start(Options {
+        gateway: "keepalive_timeout_ms = 2000\nheader_timeout_ms = 10000\nmax_connections_per_ip = 5000\n".into(),
+        tls: true,
+        ..Options::default()
+    })
+    .await;
+
+    // Without a preface.
+    let mut silent = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        silent.push(watch_close(
+            h2_tls(&gw).await,
+            Instant::now(),
+            Duration::from_secs(8),
+        ));
+    }
+    let latency = fresh_client_latency(&gw).await;
+    assert!(
+        latency < Duration::from_millis(100),
+        "a new client waited {latency:?}"
+    );
+    all_closed_between(
+        silent,
+        Duration::from_millis(1900),
+        Duration::from_secs(3),
+        "silent HTTP/2 connections",
+    )
+    .await;
+
+    // After a request, answered: idle from then on.
+    let mut after_request = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        let mut c = h2_tls(&gw).await;
+        h2_get_health(&mut c).await;
+        after_request.push(watch_close(c, Instant::now(), Duration::from_secs(8)));
+    }
+    all_closed_between(
+        after_request,
+        Duration::from_millis(1900),
+        Duration::from_secs(3),
+        "HTTP/2 connections idle after a request",
+    )
+    .await;
+
+    // A header block left unfinished: cut at the header timeout, not the keep-alive one.
+    let gw = TestGateway::start(Options {
+        gateway: "keepalive_timeout_ms = 10000\nheader_timeout_ms = 1000\n".into(),
+        tls: true,
+        ..Options::default()
+    })
+    .await;
+    let mut c = h2_tls(&gw).await;
+    let mut opening = PREFACE.to_vec();
+    opening.extend(h2_frame(0x4, 0, 0, &[]));
+    // HEADERS for stream 1 without END_HEADERS: `:method: GET` (static index 2), then nothing.
+    opening.extend(h2_frame(0x1, 0, 1, &[0x82]));
+    c.write_all(&opening)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stalled = Instant::now();
+    let after = closed_after(&mut c, stalled, Duration::from_secs(8))
+        .await
+        .unwrap_or_else(|| panic!("a stalled header block was still open after 8 s"));
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(3000)).contains(&after),
+        "cut after {after:?}"
     );
 }

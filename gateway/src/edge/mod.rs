@@ -22,6 +22,7 @@
 
 pub mod decide;
 pub mod gate;
+pub mod h2_deadline;
 pub mod listen;
 
 use std::net::IpAddr;
@@ -93,6 +94,12 @@ where
     /// connections.
     pub async fn serve(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch, slot: &Slot) {
         if io.selected_alpn_proto() == Some(ALPN::H2) {
+            let s = &self.live.load().settings;
+            let io = Box::new(h2_deadline::H2Deadlines::new(
+                io,
+                s.keepalive_timeout,
+                s.header_timeout,
+            ));
             let mut next = self.h2.process_new(io, shutdown).await;
             while let Some(io) = next {
                 next = self.h2.process_new(io, shutdown).await;
