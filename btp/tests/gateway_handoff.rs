@@ -139,3 +139,54 @@ async fn with_handoff_off_the_same_websocket_is_relayed_through_a_tunnel() {
     let text = stack.metrics().await;
     assert_eq!(metric(&text, HANDED), Some(0.0), "relayed, not handed over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_with_any_number_of_headers_the_gateway_takes_get_a_status_line() {
+    let _serial = serial().await;
+    let stack = Stack::start("").await;
+    // 0 to 95 extra headers (with the five an upgrade needs, up to the 100 the gateway
+    // reads): handed over, and answered by the worker.
+    for extra in 0..=95 {
+        let mut stream = TcpStream::connect(stack.http)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let lines: String = (0..extra)
+            .map(|i| format!("X-Extra-{i}: value-{i}\r\n"))
+            .collect();
+        let head = format!(
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n{lines}\r\n",
+            stack.http
+        );
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        let answer = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream))
+            .await
+            .unwrap_or_else(|_| panic!("{extra} extra headers: no status line within 10 s"))
+            .unwrap_or_else(|e| panic!("{extra} extra headers: {e}"));
+        assert!(
+            answer.starts_with("HTTP/1.1 101 "),
+            "{extra} extra headers: {answer}"
+        );
+    }
+    // More than the gateway reads: its own 431, a status line too.
+    let mut stream = TcpStream::connect(stack.http)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let lines: String = (0..120).map(|i| format!("X-Extra-{i}: v\r\n")).collect();
+    let head = format!(
+        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\n{lines}\r\n"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let answer = read_head(&mut stream)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+}

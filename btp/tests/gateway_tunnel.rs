@@ -84,7 +84,17 @@ async fn raw_worker(
                             REFUSAL.len()
                         );
                         let _ = stream.write_all(reply.as_bytes()).await;
-                        // Keep-alive: the worker would take another request here.
+                        // Keep-alive: the worker would take another request here; say
+                        // what, if anything, arrives after the upgrade's head.
+                        let mut more = Vec::new();
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            stream.read_to_end(&mut more),
+                        )
+                        .await;
+                        if !more.is_empty() {
+                            let _ = tx.send(format!("MORE:{}", String::from_utf8_lossy(&more)));
+                        }
                         tokio::time::sleep(Duration::from_secs(30)).await;
                     }
                 }
@@ -337,4 +347,59 @@ async fn an_upgrade_after_a_kept_alive_request_still_works() {
         .unwrap_or_else(|_| panic!("no echo within 10 s"))
         .unwrap_or_else(|e| panic!("read: {e}"));
     assert_eq!(frame.payload.as_ref(), b"second request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_sent_after_an_upgrade_head_reach_the_worker_only_after_its_101() {
+    const SMUGGLED: &str = "GET /api/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Refused: the worker never sees them, as a request or at all.
+    let (gw, mut heads, _worker) = gateway_with_raw_worker(Answer::Refuse).await;
+    let mut stream = TcpStream::connect(gw.http)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sent = upgrade_head(gw.http, "") + SMUGGLED;
+    stream
+        .write_all(sent.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = read_head(&mut stream)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(header(&head, "connection"), Some("close"), "{head}");
+    read_to_end_within(&mut stream, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = tokio::time::timeout(Duration::from_secs(5), heads.recv())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    assert!(first.starts_with("GET /socket.io/"), "{first}");
+    let more = tokio::time::timeout(Duration::from_secs(1), heads.recv()).await;
+    assert!(
+        !matches!(&more, Ok(Some(_))),
+        "the worker got more than the upgrade: {more:?}"
+    );
+
+    // Switched: they are the WebSocket's first bytes, after the 101.
+    let (gw, _heads, _worker) = gateway_with_raw_worker(Answer::Switch).await;
+    let mut stream = TcpStream::connect(gw.http)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sent = upgrade_head(gw.http, "") + "early";
+    stream
+        .write_all(sent.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = read_head(&mut stream)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut echo = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echo))
+        .await
+        .unwrap_or_else(|_| panic!("no echo"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&echo, b"early");
 }
