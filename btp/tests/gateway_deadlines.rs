@@ -9,6 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::gateway::{Options, TestGateway};
+use support::h2::h2_tls;
 use support::ws::{header, read_head};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -314,36 +315,6 @@ async fn a_head_trickled_byte_by_byte_gets_431_at_the_limit_for_little_cpu() {
         spent < Duration::from_millis(500),
         "the trickle cost the gateway {spent:?}"
     );
-}
-
-/// A TLS connection to the gateway offering only `h2`.
-async fn h2_tls(gw: &TestGateway) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let pem = std::fs::read(gw.dir.join("certs/dev.crt")).unwrap_or_else(|e| panic!("{e}"));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots
-            .add(cert.unwrap_or_else(|e| panic!("{e}")))
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = TcpStream::connect(gw.tls.unwrap_or_else(|| panic!("no TLS listener")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let name =
-        rustls::pki_types::ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    tls
 }
 
 /// A frame header and payload (RFC 9113 §4.1) on stream `stream`.

@@ -6,30 +6,16 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::gateway::{Options, TestGateway};
+use support::raw::{raw_options, RawWorker, CHUNKED_BODY};
 use support::ws::{header, read_head};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
 const API_200: &str = "btp_gateway_requests_total{route=\"api\",status=\"200\"}";
-
-/// A counter or gauge from the gateway's `/metrics`.
-async fn metric(gw: &TestGateway, name: &str) -> f64 {
-    let text = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
 
 async fn connect(gw: &TestGateway) -> TcpStream {
     TcpStream::connect(gw.http)
@@ -125,7 +111,7 @@ async fn kept_alive_and_pipelined_requests_are_answered_in_order_with_the_gatewa
     }
     ids.dedup();
     assert_eq!(ids.len(), 3, "request ids repeat: {ids:?}");
-    assert_eq!(metric(&gw, API_200).await, 3.0);
+    assert_eq!(gw.metric(API_200).await, Some(3.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +145,7 @@ async fn requests_with_bodies_keep_the_connection_and_pipeline_with_the_others()
         }
         assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
     }
-    assert_eq!(metric(&gw, API_200).await, 4.0);
+    assert_eq!(gw.metric(API_200).await, Some(4.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,90 +170,7 @@ async fn head_gets_no_body_and_connection_close_is_honoured() {
         "hop-by-hop headers are not forwarded"
     );
     assert_closed(&mut c).await;
-    assert_eq!(metric(&gw, API_200).await, 2.0);
-}
-
-/// A worker written byte by byte, so a test chooses exactly what the gateway gets back:
-/// by path, a sized, chunked or unsized answer, one that never comes, a broken one, or
-/// (`/api/flaky`) a connection closed when it carries a second request.
-struct RawWorker {
-    task: JoinHandle<()>,
-    requests: Arc<AtomicUsize>,
-}
-
-impl Drop for RawWorker {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-const CHUNKED_BODY: &[u8] = b"5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n";
-
-impl RawWorker {
-    async fn start(gw: &mut TestGateway) -> RawWorker {
-        let listener = TcpListener::bind(gw.api)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counted = requests.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                connections.spawn(serve(stream, counted.clone()));
-            }
-        });
-        let ready = gw.admin_url("/readyz");
-        gw.process
-            .wait_for_status(&ready, 200, Duration::from_secs(30))
-            .await;
-        RawWorker { task, requests }
-    }
-}
-
-async fn serve(mut stream: TcpStream, requests: Arc<AtomicUsize>) {
-    for served in 0.. {
-        let Ok(head) = read_head(&mut stream).await else {
-            return;
-        };
-        let path = head.split_whitespace().nth(1).unwrap_or_default();
-        if path != "/api/health" {
-            requests.fetch_add(1, Ordering::SeqCst);
-        }
-        let reply: Vec<u8> = match path {
-            "/api/chunked" => {
-                let mut r = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
-                r.extend_from_slice(CHUNKED_BODY);
-                r
-            }
-            "/api/unsized" => {
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end")
-                    .await;
-                return;
-            }
-            "/api/slow" => {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                return;
-            }
-            "/api/garbage" => {
-                let _ = stream.write_all(b"HTTP/1.1 abc\r\n\r\n").await;
-                return;
-            }
-            "/api/flaky" if served > 0 => return,
-            _ => b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}".to_vec(),
-        };
-        if stream.write_all(&reply).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn raw_options() -> Options {
-    Options {
-        upstreams: false,
-        gateway: "upstream_read_timeout_ms = 500".into(),
-        ..Options::default()
-    }
+    assert_eq!(gw.metric(API_200).await, Some(2.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,7 +209,7 @@ async fn chunked_and_unsized_answers_are_relayed_whole() {
         .unwrap_or_else(|_| panic!("the gateway kept the connection open"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(body, b"until the end");
-    assert_eq!(metric(&gw, API_200).await, 3.0);
+    assert_eq!(gw.metric(API_200).await, Some(3.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,7 +229,7 @@ async fn a_pooled_connection_the_worker_closed_is_retried_on_a_new_one() {
     // closed on reading it), then on a new one.
     assert_eq!(worker.requests.load(Ordering::SeqCst), 3);
     let errors = "btp_gateway_upstream_errors_total{kind=\"protocol\"}";
-    assert_eq!(metric(&gw, errors).await, 0.0);
+    assert_eq!(gw.metric(errors).await, Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,9 +253,9 @@ async fn a_late_or_broken_answer_gets_the_json_error_and_the_connection_closes()
         assert_closed(&mut c).await;
     }
     let timeouts = "btp_gateway_upstream_errors_total{kind=\"timeout\"}";
-    assert_eq!(metric(&gw, timeouts).await, 1.0);
+    assert_eq!(gw.metric(timeouts).await, Some(1.0));
     let api_504 = "btp_gateway_requests_total{route=\"api\",status=\"504\"}";
-    assert_eq!(metric(&gw, api_504).await, 1.0);
+    assert_eq!(gw.metric(api_504).await, Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

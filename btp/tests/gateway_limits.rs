@@ -44,24 +44,6 @@ async fn health(c: &mut TcpStream) -> Option<u16> {
     head.split_whitespace().nth(1)?.parse().ok()
 }
 
-async fn metric(gw: &TestGateway, series: &str) -> f64 {
-    let text = reqwest::get(gw.admin_url("/metrics"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{series} not in /metrics"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_1024_open_files_and_1100_connections_from_one_address_a_new_client_is_served() {
     raise_nofile();
@@ -99,8 +81,14 @@ async fn with_1024_open_files_and_1100_connections_from_one_address_a_new_client
         slowest < Duration::from_secs(1),
         "a new client waited {slowest:?}"
     );
-    let open = metric(&gw, "btp_gateway_connections_open").await;
-    let evicted = metric(&gw, "btp_gateway_connections_evicted_total").await;
+    let open = gw
+        .metric("btp_gateway_connections_open")
+        .await
+        .unwrap_or(f64::NAN);
+    let evicted = gw
+        .metric("btp_gateway_connections_evicted_total")
+        .await
+        .unwrap_or(f64::NAN);
     assert!(open < 1024.0 / 2.0, "{open} connections open");
     assert!(
         evicted >= 500.0,
@@ -143,7 +131,7 @@ async fn an_address_at_its_cap_is_refused_while_another_is_served() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(health(&mut other).await, Some(200));
     let series = "btp_gateway_connections_refused_total{limit=\"max_connections_per_ip\"}";
-    assert_eq!(metric(&gw, series).await, 1.0);
+    assert_eq!(gw.metric(series).await, Some(1.0));
     // One leaves: the address may connect again.
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -181,5 +169,5 @@ async fn a_stalled_tls_handshake_is_cut_at_the_header_timeout() {
         );
     }
     let series = "btp_gateway_tls_handshakes_failed_total{reason=\"timeout\"}";
-    assert_eq!(metric(&gw, series).await, 2.0);
+    assert_eq!(gw.metric(series).await, Some(2.0));
 }

@@ -1,7 +1,7 @@
 //! A finished request, as operators see it: its request metrics and one access-log line.
-//! The Pingora path (`proxy.rs`, at `logging`), the `/api/` fast path (`forwarder.rs`)
-//! and the WebSocket tunnel path (`tunnel.rs`, at the tunnel's close) all end here, so a
-//! request reads the same in the log and in `/metrics` whichever path served it.
+//! HTTP/1 requests (the edge, once answered), HTTP/2 streams (`serve/h2.rs`, at
+//! `logging`) and WebSocket tunnels (at the tunnel's close) all end here, so a request
+//! reads the same in the log and in `/metrics` whichever path served it.
 
 use std::fmt::Display;
 use std::net::IpAddr;

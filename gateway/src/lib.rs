@@ -135,9 +135,13 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
     server.bootstrap();
 
     let live = reload::live(settings.clone(), store);
+    let forwarder = Arc::new(Forwarder::new(Arc::new(Conns::new(
+        pool.clone(),
+        metrics.clone(),
+    ))));
     let gateway = Gateway {
         live: live.clone(),
-        pool: pool.clone(),
+        forwarder: forwarder.clone(),
         metrics: metrics.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
@@ -149,10 +153,6 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         pool: pool.clone(),
         metrics: metrics.clone(),
     };
-    let forwarder = Arc::new(Forwarder::new(Arc::new(Conns::new(
-        pool.clone(),
-        metrics.clone(),
-    ))));
     let edge = Edge::new(
         Arc::new(proxy),
         live.clone(),

@@ -95,21 +95,6 @@ pub fn error(status: u16, code: &str, message: &str, tls: bool) -> pingora::Resu
     Ok(Reply { header, body })
 }
 
-/// A JSON error reply that ends its connection, with the request's id: how the paths
-/// outside Pingora's session (the `/api/` fast path, WebSocket tunnels) answer a failure.
-pub fn final_error(
-    status: u16,
-    code: &str,
-    message: &str,
-    tls: bool,
-    request_id: &str,
-) -> pingora::Result<Reply> {
-    let mut reply = error(status, code, message, tls)?;
-    reply.header.insert_header("x-request-id", request_id)?;
-    reply.header.insert_header("connection", "close")?;
-    Ok(reply)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

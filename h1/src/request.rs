@@ -104,28 +104,34 @@ impl<'b> RequestHead<'_, 'b> {
     }
 
     /// Whether a header belongs to the client's connection rather than the message, and
-    /// so is never forwarded: the hop-by-hop fields, the ones `Connection` names, and the
-    /// framing (the gateway frames what it forwards itself).
+    /// so is never forwarded: a [`is_connection_field`], or one `Connection` names.
     pub fn is_connection_header(&self, name: &str) -> bool {
-        const HOP: [&str; 10] = [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "content-length",
-            "upgrade",
-            "expect",
-            "proxy-authorization",
-        ];
-        HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        is_connection_field(name)
             || self
                 .headers
                 .iter()
                 .filter(|h| h.name.eq_ignore_ascii_case("connection"))
                 .any(|h| has_token(h.value, name))
     }
+}
+
+/// The fields that are about a connection or a message's framing, whatever the protocol:
+/// the hop-by-hop fields, and the framing (a gateway frames what it forwards itself).
+/// Any case.
+pub fn is_connection_field(name: &str) -> bool {
+    const HOP: [&str; 10] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "content-length",
+        "upgrade",
+        "expect",
+        "proxy-authorization",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// What the bytes read so far are.

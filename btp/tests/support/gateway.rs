@@ -128,17 +128,28 @@ impl TestGateway {
         format!("http://{}{path}", self.admin)
     }
 
-    /// `btp_gateway_tunnels_open` as `/metrics` reports it now.
-    pub async fn tunnels_open(&self) -> Option<i64> {
+    /// A series of the gateway's `/metrics` (`name{labels}` exactly as exported), now.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
         let text = reqwest::get(self.admin_url("/metrics"))
             .await
             .ok()?
             .text()
             .await
             .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("btp_gateway_tunnels_open "))
-            .and_then(|v| v.trim().parse().ok())
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    /// `btp_gateway_tunnels_open` as `/metrics` reports it now.
+    pub async fn tunnels_open(&self) -> Option<i64> {
+        self.metric("btp_gateway_tunnels_open")
+            .await
+            .map(|v| v as i64)
     }
 }
 

@@ -9,6 +9,8 @@
 #![allow(dead_code)]
 
 pub mod gateway;
+pub mod h2;
+pub mod raw;
 pub mod upstream;
 pub mod ws;
 

@@ -3,7 +3,7 @@
 //!
 //! - `GET /api/health` → 200 `{"status":"ok","worker":N,"db":"ok"}`
 //! - `/api/echo` (any method) → 200 JSON of what arrived: method, path, query, headers,
-//!   body length — so a test sees the request exactly as the upstream did
+//!   body length and [`digest`] — so a test sees the request exactly as the upstream did
 //! - `/socket.io/…` with a WebSocket upgrade → echoes every text/binary message
 //! - `/socket.io/…` without upgrade → 200 `{"worker":N,"transport":"polling"}`
 
@@ -121,9 +121,9 @@ async fn handle(
                 String::from_utf8_lossy(value.as_bytes()).into_owned(),
             );
         }
-        let body_bytes = match req.into_body().collect().await {
-            Ok(body) => body.to_bytes().len(),
-            Err(_) => 0,
+        let body = match req.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => Bytes::new(),
         };
         return Ok(json(
             200,
@@ -133,7 +133,8 @@ async fn handle(
                 "path": path,
                 "query": query,
                 "headers": headers,
-                "body_bytes": body_bytes,
+                "body_bytes": body.len(),
+                "body_digest": digest(&body),
             }),
         ));
     }
@@ -141,4 +142,12 @@ async fn handle(
         404,
         serde_json::json!({"error": {"code": "not_found", "message": path}}),
     ))
+}
+
+/// FNV-1a (64 bits) of `bytes`, in hex: enough to tell a body arrived unchanged.
+pub fn digest(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }

@@ -37,7 +37,7 @@ use crate::config::Settings;
 use crate::forward::{self, Client, Forwarding};
 use crate::respond;
 use crate::serve::reply::{self, Out};
-use crate::upstream::conns::Conns;
+use crate::upstream::conns::{Conns, Upstream};
 use crate::upstream::failure::Broken;
 use crate::upstream::Failure;
 
@@ -47,7 +47,7 @@ use crate::upstream::Failure;
 pub const BUFFERED_BODY: u64 = 64 * 1024;
 
 /// Bytes read from the worker per read.
-const BODY_CHUNK: usize = 16 * 1024;
+pub(crate) const BODY_CHUNK: usize = 16 * 1024;
 
 /// What the connection does after an exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,24 +84,31 @@ pub struct Outcome {
 }
 
 /// Why the client's side of an exchange failed.
-enum ClientFail {
+pub(crate) enum ClientFail {
     /// Answer with this error and close.
     Answer(u16, &'static str, &'static str),
     /// Nothing to answer (the client is gone): close.
     Gone(io::Error),
 }
 
-const BODY_LATE: ClientFail = ClientFail::Answer(
+pub(crate) const BODY_LATE: ClientFail = ClientFail::Answer(
     408,
     "request_timeout",
     "the request body did not arrive in time",
 );
-const BODY_TOO_LARGE: ClientFail = ClientFail::Answer(
+pub(crate) const BODY_TOO_LARGE: ClientFail = ClientFail::Answer(
     413,
     "payload_too_large",
     "request body is larger than the gateway accepts",
 );
-const BODY_MALFORMED: ClientFail = ClientFail::Answer(400, "bad_request", "malformed chunked body");
+pub(crate) const BODY_MALFORMED: ClientFail =
+    ClientFail::Answer(400, "bad_request", "malformed chunked body");
+/// An HTTP/2 body longer than its `Content-Length` (the HTTP/2 codec refuses it too).
+pub(crate) const BODY_MISMATCH: ClientFail = ClientFail::Answer(
+    400,
+    "bad_request",
+    "request body does not match its content-length",
+);
 
 pub struct Forwarder {
     conns: Arc<Conns>,
@@ -182,45 +189,14 @@ impl Forwarder {
         }
 
         let head_request = req.head.method == "HEAD";
-        let answer = loop {
-            let sent = if streamed {
-                None
-            } else {
-                Some(head.as_slice())
-            };
-            match round_trip(
-                &mut up.stream,
-                sent,
-                scratch,
-                head_request,
-                req.read_timeout,
-            )
-            .await
-            {
-                Ok(len) => break len,
-                // A pooled connection the worker closed before it read anything: the
-                // request (whole, in `head`) goes once more on a new connection.
-                Err(Trip::Untouched(failure)) if up.reused && !streamed => {
-                    tracing::debug!(worker = up.index, error = %failure, "pooled connection closed: retrying");
-                    match self
-                        .conns
-                        .checkout(Some(up.index), true, s.connect_timeout)
-                        .await
-                    {
-                        Ok(fresh) => {
-                            up = fresh;
-                            outcome.worker = Some(up.index);
-                        }
-                        Err(refused) => {
-                            let failure = Failure::Unavailable(refused);
-                            return self.failed(client, req, s, outcome, failure).await;
-                        }
-                    }
-                }
-                Err(Trip::Untouched(failure) | Trip::Failed(failure)) => {
-                    return self.failed(client, req, s, outcome, failure).await
-                }
-            }
+        let sent = (!streamed).then_some(head.as_slice());
+        let asked = self
+            .ask(&mut up, sent, scratch, head_request, req.read_timeout, s)
+            .await;
+        outcome.worker = Some(up.index);
+        let answer = match asked {
+            Ok(len) => len,
+            Err(failure) => return self.failed(client, req, s, outcome, failure).await,
         };
         let (next, reusable) = self
             .relay(client, &mut up.stream, scratch, answer, req, s, outcome)
@@ -229,6 +205,35 @@ impl Forwarder {
             self.conns.check_in(up);
         }
         next
+    }
+
+    /// Send `whole` (the head and any body, or `None` when they went already) on `up` and
+    /// read the answer's head into `scratch`: its length. A pooled connection the worker
+    /// closed before it read anything gets the request once more, on a new connection
+    /// (`up` is then that one).
+    pub(crate) async fn ask(
+        &self,
+        up: &mut Upstream,
+        whole: Option<&[u8]>,
+        scratch: &mut Vec<u8>,
+        head_request: bool,
+        read_timeout: Duration,
+        s: &Settings,
+    ) -> Result<usize, Failure> {
+        loop {
+            match round_trip(&mut up.stream, whole, scratch, head_request, read_timeout).await {
+                Ok(len) => return Ok(len),
+                Err(Trip::Untouched(failure)) if up.reused && whole.is_some() => {
+                    tracing::debug!(worker = up.index, error = %failure, "pooled connection closed: retrying");
+                    *up = self
+                        .conns
+                        .checkout(Some(up.index), true, s.connect_timeout)
+                        .await
+                        .map_err(Failure::Unavailable)?;
+                }
+                Err(Trip::Untouched(failure) | Trip::Failed(failure)) => return Err(failure),
+            }
+        }
     }
 
     /// Relay the worker's answer, whose head ends at `head_len` in `scratch`; whether
@@ -408,58 +413,98 @@ impl Forwarder {
 
 /// Whether a worker's response header goes to the client: not the worker's connection
 /// management, and not what the gateway sets itself.
-fn passes_back(name: &str) -> bool {
+pub(crate) fn passes_back(name: &str) -> bool {
     !(forward::is_hop_by_hop(name)
         || name.eq_ignore_ascii_case("x-request-id")
         || respond::is_security_header(name))
 }
 
-/// The head the worker gets (pure).
-fn upstream_head(req: &Request<'_, '_, '_>) -> Vec<u8> {
-    let head = req.head;
-    let mut out = Vec::with_capacity(head.len + 256);
-    for part in [
-        head.method.as_bytes(),
-        b" ",
-        req.path_and_query.as_bytes(),
-        b" HTTP/1.1\r\n",
-    ] {
-        out.extend_from_slice(part);
-    }
-    for h in head.headers {
-        if !head.is_connection_header(h.name) && forward::passes(h.name) {
-            put_header(&mut out, h.name.as_bytes(), h.value);
+/// The head the worker gets for a request, whichever protocol the client spoke.
+pub(crate) struct Outgoing<'a> {
+    pub method: &'a str,
+    /// The target in origin form.
+    pub path_and_query: &'a str,
+    /// The request's authority (an absolute-form target, HTTP/2's `:authority`): the
+    /// worker's `Host` when the client sent none.
+    pub authority: Option<&'a str>,
+    pub client: Client,
+    pub request_id: &'a str,
+    /// The gateway's framing of the body it sends.
+    pub body: BodyLength,
+}
+
+impl<'a> Outgoing<'a> {
+    /// The head, as bytes (pure): the request line, those of the client's message headers
+    /// (`own`, its connection headers left out) that [`forward::passes`], `Host`, the
+    /// forwarding headers decided from `incoming` (every header the client sent, by
+    /// name), the request id and the framing.
+    pub(crate) fn head(
+        &self,
+        own: impl Iterator<Item = (&'a str, &'a [u8])>,
+        incoming: impl Fn(&str) -> Option<&'a [u8]>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        for part in [
+            self.method.as_bytes(),
+            b" ",
+            self.path_and_query.as_bytes(),
+            b" HTTP/1.1\r\n",
+        ] {
+            out.extend_from_slice(part);
         }
-    }
-    let authority = req.authority.map(str::as_bytes);
-    if head.host.is_none() {
-        if let Some(authority) = authority {
+        let mut host = false;
+        for (name, value) in own.filter(|(name, _)| forward::passes(name)) {
+            host |= name.eq_ignore_ascii_case("host");
+            put_header(&mut out, name.as_bytes(), value);
+        }
+        let authority = self.authority.map(str::as_bytes);
+        if let (false, Some(authority)) = (host, authority) {
             put_header(&mut out, b"host", authority);
         }
+        let forwarding = Forwarding::decide(self.client, incoming, authority);
+        put_header(
+            &mut out,
+            b"x-forwarded-for",
+            forwarding.for_chain.as_bytes(),
+        );
+        put_header(&mut out, b"x-forwarded-proto", forwarding.proto);
+        if let Some(host) = forwarding.host {
+            put_header(&mut out, b"x-forwarded-host", host);
+        }
+        put_header(&mut out, b"x-request-id", self.request_id.as_bytes());
+        match self.body {
+            BodyLength::None => {}
+            BodyLength::Length(n) => {
+                put_header(&mut out, b"content-length", n.to_string().as_bytes())
+            }
+            BodyLength::Chunked => put_header(&mut out, b"transfer-encoding", b"chunked"),
+        }
+        out.extend_from_slice(b"\r\n");
+        out
     }
-    let incoming = |name: &str| head.header(name);
-    let forwarding = Forwarding::decide(req.client, incoming, authority);
-    put_header(
-        &mut out,
-        b"x-forwarded-for",
-        forwarding.for_chain.as_bytes(),
-    );
-    put_header(&mut out, b"x-forwarded-proto", forwarding.proto);
-    if let Some(host) = forwarding.host {
-        put_header(&mut out, b"x-forwarded-host", host);
-    }
-    put_header(&mut out, b"x-request-id", req.request_id.as_bytes());
-    match head.body {
-        BodyLength::None => {}
-        BodyLength::Length(n) => put_header(&mut out, b"content-length", n.to_string().as_bytes()),
-        BodyLength::Chunked => put_header(&mut out, b"transfer-encoding", b"chunked"),
-    }
-    out.extend_from_slice(b"\r\n");
-    out
+}
+
+/// The head the worker gets for an HTTP/1 request (pure).
+fn upstream_head(req: &Request<'_, '_, '_>) -> Vec<u8> {
+    let head = req.head;
+    let outgoing = Outgoing {
+        method: head.method,
+        path_and_query: req.path_and_query,
+        authority: req.authority,
+        client: req.client,
+        request_id: req.request_id,
+        body: head.body,
+    };
+    let own = head
+        .headers
+        .iter()
+        .filter(|h| !head.is_connection_header(h.name))
+        .map(|h| (h.name, h.value));
+    outgoing.head(own, |name| head.header(name))
 }
 
 /// `fut` within `limit`, its timeout as an I/O error.
-async fn timed<T>(
+pub(crate) async fn timed<T>(
     limit: Duration,
     fut: impl std::future::Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
@@ -503,7 +548,7 @@ where
 }
 
 /// Why streaming a body stopped.
-enum Pumped {
+pub(crate) enum Pumped {
     Client(ClientFail),
     Worker(Failure),
 }

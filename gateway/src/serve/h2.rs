@@ -1,31 +1,38 @@
-//! HTTP/2 on the public port (TLS with ALPN `h2`): Pingora's HTTP/2 server runs the
-//! request as phases, each method the moment it runs in; what to do with the request is
-//! the edge's one decision ([`crate::edge::decide`]), as for HTTP/1.
+//! HTTP/2 on the public port (TLS with ALPN `h2`): Pingora's HTTP/2 server reads the
+//! streams; the gateway serves each in `request_filter`, as it serves HTTP/1:
 //!
-//! - `request_filter`: decide; answer what the gateway answers itself (static files,
-//!   `/config.json`, redirects, refusals) with the replies HTTP/1 gets.
-//! - `upstream_peer`: the worker the decision names (sid-sticky or round robin) with its
-//!   timeouts; no healthy worker is an immediate 503.
-//! - `upstream_request_filter`: forwarding headers and the request id.
-//! - `request_body_filter`: count streamed body bytes against `max_body_bytes`.
-//! - `response_filter`: security headers, tunnel accounting.
-//! - `fail_to_connect` / `fail_to_proxy`: passive health and the JSON error shape.
-//! - `logging`: one access-log line and the metrics.
+//! - the edge's one decision ([`crate::edge::decide`]);
+//! - a reply the gateway makes itself (static files, `/config.json`, redirects,
+//!   refusals), the same replies HTTP/1 gets;
+//! - or the request forwarded to its worker over HTTP/1.1 on the same kept-alive
+//!   connections, with the same head rewriting and the same failures as HTTP/1
+//!   ([`crate::serve::api`], [`crate::upstream`]): one upstream path whatever the
+//!   client's protocol. Pingora's own proxy pipeline (its pool, its peer selection) is
+//!   not used.
+//!
+//! `fail_to_proxy` words an error a phase returned in the JSON shape; `logging` writes the
+//! access-log line and the metrics.
 
+use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use btp_h1::body::{put_chunk, Body, LAST_CHUNK};
+use btp_h1::request::{is_connection_field, BodyLength};
+use btp_h1::response;
+use bytes::{Bytes, BytesMut};
 use http::Method;
-use pingora::http::RequestHeader;
+use pingora::http::ResponseHeader;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::access::Finished;
 use crate::assets;
+use crate::config::Settings;
 use crate::edge::decide::{decide, Action, Facts};
 use crate::edge::made_reply;
 use crate::forward;
@@ -33,15 +40,19 @@ use crate::metrics::Metrics;
 use crate::reload::{Live, Snapshot};
 use crate::respond::{self, Reply};
 use crate::route::Route;
+use crate::serve::api::{
+    passes_back, timed, ClientFail, Forwarder, Outgoing, Pumped, BODY_CHUNK, BODY_LATE,
+    BODY_MISMATCH, BODY_TOO_LARGE, BUFFERED_BODY,
+};
 use crate::upstream::failure::Broken;
-use crate::upstream::{Failure, Pool, Refused};
+use crate::upstream::Failure;
 
-/// The gateway's proxy logic; one instance serves every public listener.
+/// The gateway's HTTP/2 logic; one instance serves every HTTP/2 connection.
 pub struct Gateway {
     /// Settings and static files, swapped whole by a reload; each request reads the
     /// snapshot it started with.
     pub live: Live,
-    pub pool: Arc<Pool>,
+    pub forwarder: Arc<Forwarder>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -52,12 +63,11 @@ pub struct Ctx {
     route: Route,
     request_id: String,
     tls: bool,
+    client: forward::Client,
     worker: Option<usize>,
-    sticky: Option<usize>,
-    read_timeout: Duration,
     /// Status of a response the gateway wrote itself.
     status: Option<u16>,
-    body_bytes: u64,
+    error: Option<String>,
     encoding: Option<assets::Encoding>,
 }
 
@@ -90,6 +100,321 @@ impl Gateway {
         }
         Ok(true)
     }
+    /// Forward the request to its worker and relay the answer as HTTP/1 requests are
+    /// ([`Forwarder`]): the same head rewriting, kept-alive connections, retry, deadlines
+    /// and failures. The body is framed again both ways: DATA frames go to the worker
+    /// under the request's `Content-Length` or as chunks, and the worker's body, however
+    /// it was framed, comes back as DATA frames.
+    async fn forward(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        sticky: Option<usize>,
+        read_timeout: Duration,
+    ) -> Result<bool> {
+        let snap = ctx.snap.clone();
+        let s = &snap.settings;
+        session.set_write_timeout(Some(s.body_timeout));
+        let body = if session.is_body_empty() {
+            BodyLength::None
+        } else {
+            match header_str(session, "content-length").and_then(|v| v.trim().parse().ok()) {
+                Some(n) => BodyLength::Length(n),
+                None => BodyLength::Chunked,
+            }
+        };
+        let req = session.req_header();
+        let head_request = req.method == Method::HEAD;
+        let mut head = Outgoing {
+            method: req.method.as_str(),
+            path_and_query: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            authority: req.uri.authority().map(|a| a.as_str()),
+            client: ctx.client,
+            request_id: &ctx.request_id,
+            body,
+        }
+        .head(
+            req.headers
+                .iter()
+                .filter(|(name, _)| !is_connection_field(name.as_str()))
+                .map(|(name, value)| (name.as_str(), value.as_bytes())),
+            |name| req.headers.get(name).map(|v| v.as_bytes()),
+        );
+
+        let deadline = Instant::now() + s.body_timeout;
+        let streamed = match body {
+            BodyLength::None => false,
+            BodyLength::Length(n) if n <= BUFFERED_BODY => {
+                if let Err(fail) = read_whole(session, &mut head, n, deadline).await {
+                    return self.client_failed(session, ctx, fail).await;
+                }
+                false
+            }
+            BodyLength::Length(_) | BodyLength::Chunked => true,
+        };
+        let conns = self.forwarder.conns();
+        let mut up = match conns.checkout(sticky, streamed, s.connect_timeout).await {
+            Ok(up) => up,
+            Err(refused) => {
+                return self
+                    .failed(session, ctx, Failure::Unavailable(refused))
+                    .await
+            }
+        };
+        ctx.worker = Some(up.index);
+        if streamed {
+            if let Err(e) = timed(read_timeout, up.stream.write_all(&head)).await {
+                return self.failed(session, ctx, Failure::io(e)).await;
+            }
+            let pumped = pump(session, &mut up.stream, body, deadline, read_timeout, s).await;
+            match pumped {
+                Ok(()) => {}
+                // The worker has a request it will never see the end of; its connection
+                // goes with it.
+                Err(Pumped::Client(fail)) => return self.client_failed(session, ctx, fail).await,
+                Err(Pumped::Worker(failure)) => return self.failed(session, ctx, failure).await,
+            }
+        }
+
+        let mut scratch = Vec::new();
+        let whole = (!streamed).then_some(head.as_slice());
+        let asked = self
+            .forwarder
+            .ask(&mut up, whole, &mut scratch, head_request, read_timeout, s)
+            .await;
+        ctx.worker = Some(up.index);
+        let head_len = match asked {
+            Ok(len) => len,
+            Err(failure) => return self.failed(session, ctx, failure).await,
+        };
+        let relayed = self
+            .relay(
+                session,
+                ctx,
+                &mut up.stream,
+                &mut scratch,
+                head_len,
+                head_request,
+                read_timeout,
+            )
+            .await;
+        match relayed {
+            Ok(true) => conns.check_in(up),
+            Ok(false) => {}
+            Err(Relay::Downstream(e)) => return Err(e),
+            Err(Relay::Worker(failure)) => return self.failed(session, ctx, failure).await,
+            Err(Relay::BrokenOff(failure)) => {
+                // The head is out: the stream is reset rather than ended, so the client
+                // cannot take a cut body for a whole one.
+                if let Some(kind) = failure.metric() {
+                    self.metrics.upstream_error(kind);
+                }
+                let e = Error::explain(ErrorType::ReadError, failure.to_string());
+                ctx.error = Some(failure.to_string());
+                return Err(e);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Relay the worker's answer, whose head ends at `head_len` in `scratch`, as the
+    /// stream's response: whether the worker's connection can carry another request.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        worker: &mut tokio::net::TcpStream,
+        scratch: &mut Vec<u8>,
+        head_len: usize,
+        head_request: bool,
+        read_timeout: Duration,
+    ) -> std::result::Result<bool, Relay> {
+        let broken_head = || Relay::Worker(Failure::Broken(Broken::Head));
+        let (header, framing, mut reusable) = {
+            let mut fields = response::fields();
+            let Ok(Some(answer)) = response::parse(&scratch[..head_len], &mut fields, head_request)
+            else {
+                return Err(broken_head());
+            };
+            let mut header = ResponseHeader::build(answer.status, Some(answer.headers.len() + 12))
+                .map_err(|_| broken_head())?;
+            // The body is framed again: the worker's `Transfer-Encoding` says nothing here.
+            let kept = answer.headers.iter().filter(|h| {
+                passes_back(h.name) && !h.name.eq_ignore_ascii_case("transfer-encoding")
+            });
+            for h in kept {
+                header
+                    .append_header(h.name.to_owned(), h.value)
+                    .map_err(|_| broken_head())?;
+            }
+            respond::secure(&mut header, ctx.tls).map_err(Relay::Downstream)?;
+            header
+                .insert_header("x-request-id", ctx.request_id.as_str())
+                .map_err(Relay::Downstream)?;
+            (header, answer.framing, answer.keep_alive)
+        };
+        let mut body = Body::response(framing);
+        session
+            .write_response_header(Box::new(header), body.is_done())
+            .await
+            .map_err(Relay::Downstream)?;
+        let mut start = head_len;
+        while !body.is_done() {
+            let mut data = BytesMut::new();
+            let bytes = &scratch[start..];
+            let fed = body
+                .feed(bytes, |piece| data.extend_from_slice(piece))
+                .map_err(|_| Relay::BrokenOff(Failure::Broken(Broken::Body)))?;
+            // Bytes past the body's end: the worker and the gateway disagree on framing.
+            reusable &= fed.used == bytes.len();
+            if !data.is_empty() || fed.done {
+                session
+                    .write_response_body(Some(data.freeze()), fed.done)
+                    .await
+                    .map_err(Relay::Downstream)?;
+            }
+            if fed.done {
+                break;
+            }
+            scratch.clear();
+            scratch.reserve(BODY_CHUNK);
+            start = 0;
+            match timed(read_timeout, worker.read_buf(&mut *scratch)).await {
+                Ok(0) if body.until_close() => {
+                    session
+                        .write_response_body(None, true)
+                        .await
+                        .map_err(Relay::Downstream)?;
+                    return Ok(false);
+                }
+                Ok(0) => {
+                    let eof = Failure::io(io::ErrorKind::UnexpectedEof.into());
+                    return Err(Relay::BrokenOff(eof));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(Relay::BrokenOff(Failure::io(e))),
+            }
+        }
+        Ok(reusable)
+    }
+
+    /// The worker failed the request: its JSON error.
+    async fn failed(&self, session: &mut Session, ctx: &mut Ctx, failure: Failure) -> Result<bool> {
+        if let Some(kind) = failure.metric() {
+            self.metrics.upstream_error(kind);
+        }
+        ctx.error = Some(failure.to_string());
+        let reply = respond::error(failure.status(), failure.code(), failure.message(), ctx.tls)?;
+        self.write(session, ctx, reply).await
+    }
+
+    async fn client_failed(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        fail: ClientFail,
+    ) -> Result<bool> {
+        match fail {
+            ClientFail::Answer(status, code, message) => {
+                ctx.error = Some(message.to_string());
+                let reply = respond::error(status, code, message, ctx.tls)?;
+                self.write(session, ctx, reply).await
+            }
+            ClientFail::Gone(e) => {
+                Err(Error::because(ErrorType::ReadError, "reading the request body", e).into_down())
+            }
+        }
+    }
+}
+
+/// Why relaying an answer stopped.
+enum Relay {
+    /// Writing to the client failed.
+    Downstream(Box<Error>),
+    /// The worker's head is not one to relay: answered with its JSON error.
+    Worker(Failure),
+    /// The worker's body broke off after its head went out.
+    BrokenOff(Failure),
+}
+
+/// The next piece of the request body (`None` at its end), by `deadline`.
+async fn next_data(
+    session: &mut Session,
+    deadline: Instant,
+) -> std::result::Result<Option<Bytes>, ClientFail> {
+    match tokio::time::timeout_at(deadline.into(), session.read_request_body()).await {
+        Err(_) => Err(BODY_LATE),
+        Ok(Ok(data)) => Ok(data),
+        Ok(Err(e)) => Err(ClientFail::Gone(io::Error::other(e.to_string()))),
+    }
+}
+
+/// Read a body of `n` bytes whole onto `out`, by `deadline`.
+async fn read_whole(
+    session: &mut Session,
+    out: &mut Vec<u8>,
+    n: u64,
+    deadline: Instant,
+) -> std::result::Result<(), ClientFail> {
+    let mut left = n;
+    while let Some(data) = next_data(session, deadline).await? {
+        left = left.checked_sub(data.len() as u64).ok_or(BODY_MISMATCH)?;
+        out.extend_from_slice(&data);
+    }
+    match left {
+        0 => Ok(()),
+        _ => Err(BODY_MISMATCH),
+    }
+}
+
+/// Stream the request body to the worker, framed as `body` says, counted against
+/// `max_body_bytes`, by `deadline`.
+async fn pump(
+    session: &mut Session,
+    worker: &mut tokio::net::TcpStream,
+    body: BodyLength,
+    deadline: Instant,
+    read_timeout: Duration,
+    s: &Settings,
+) -> std::result::Result<(), Pumped> {
+    let chunked = body == BodyLength::Chunked;
+    let mut left = match body {
+        BodyLength::Length(n) => n,
+        BodyLength::None | BodyLength::Chunked => 0,
+    };
+    let (mut read, mut out) = (0u64, Vec::with_capacity(BODY_CHUNK + 16));
+    loop {
+        let data = next_data(session, deadline).await.map_err(Pumped::Client)?;
+        out.clear();
+        match &data {
+            Some(data) => {
+                read += data.len() as u64;
+                if read > s.max_body_bytes {
+                    return Err(Pumped::Client(BODY_TOO_LARGE));
+                }
+                if chunked {
+                    put_chunk(&mut out, data);
+                } else {
+                    left = left
+                        .checked_sub(data.len() as u64)
+                        .ok_or(Pumped::Client(BODY_MISMATCH))?;
+                    out.extend_from_slice(data);
+                }
+            }
+            None if chunked => out.extend_from_slice(LAST_CHUNK),
+            None if left > 0 => return Err(Pumped::Client(BODY_MISMATCH)),
+            None => {}
+        }
+        if !out.is_empty() {
+            timed(read_timeout, worker.write_all(&out))
+                .await
+                .map_err(|e| Pumped::Worker(Failure::io(e)))?;
+        }
+        if data.is_none() {
+            return Ok(());
+        }
+    }
 }
 
 #[async_trait]
@@ -103,11 +428,14 @@ impl ProxyHttp for Gateway {
             route: Route::Static,
             request_id: String::new(),
             tls: false,
+            client: forward::Client {
+                peer: None,
+                trusted: false,
+                tls: false,
+            },
             worker: None,
-            sticky: None,
-            read_timeout: Duration::ZERO,
             status: None,
-            body_bytes: 0,
+            error: None,
             encoding: None,
         }
     }
@@ -124,6 +452,11 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let peer = peer_ip(session);
+        ctx.client = forward::Client {
+            peer,
+            trusted: peer.is_some_and(|ip| ctx.snap.settings.is_trusted(ip)),
+            tls: ctx.tls,
+        };
         let req = session.req_header();
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
         let authority = req.uri.authority().map(|a| a.as_str());
@@ -131,32 +464,28 @@ impl ProxyHttp for Gateway {
             method: req.method.as_str(),
             target,
             host: header_str(session, "host").or(authority),
-            client: forward::Client {
-                peer,
-                trusted: peer.is_some_and(|ip| ctx.snap.settings.is_trusted(ip)),
-                tls: ctx.tls,
-            },
+            client: ctx.client,
             request_id: header_str(session, "x-request-id"),
             content_length: header_str(session, "content-length")
                 .and_then(|v| v.trim().parse().ok()),
             websocket: false,
         };
-        let decision = decide(&facts, &ctx.snap.settings, self.pool.len());
+        let decision = decide(
+            &facts,
+            &ctx.snap.settings,
+            self.forwarder.conns().pool().len(),
+        );
         ctx.route = decision.route;
         ctx.request_id = decision.request_id;
         let reply = match &decision.action {
             Action::Forward {
                 sticky,
                 read_timeout,
-            } => {
-                ctx.sticky = *sticky;
-                ctx.read_timeout = *read_timeout;
-                return Ok(false);
-            }
+            } => return self.forward(session, ctx, *sticky, *read_timeout).await,
+            // Extended CONNECT is not offered: an HTTP/2 request is never an upgrade.
             Action::Upgrade { sticky } => {
-                ctx.sticky = *sticky;
-                ctx.read_timeout = ctx.snap.settings.api_read_timeout;
-                return Ok(false);
+                let read_timeout = ctx.snap.settings.api_read_timeout;
+                return self.forward(session, ctx, *sticky, read_timeout).await;
             }
             Action::Static(path) => {
                 let req = session.req_header();
@@ -181,85 +510,12 @@ impl ProxyHttp for Gateway {
         self.write(session, ctx, reply).await
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some((index, addr)) = self.pool.pick(ctx.sticky) else {
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(503),
-                "no healthy api worker",
-            ));
-        };
-        ctx.worker = Some(index);
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.group_key = self.pool.generation(index);
-        let s = &ctx.snap.settings;
-        let read = ctx.read_timeout;
-        peer.options.connection_timeout = Some(s.connect_timeout);
-        peer.options.total_connection_timeout = Some(s.connect_timeout);
-        peer.options.read_timeout = Some(read);
-        peer.options.write_timeout = Some(read);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        session: &mut Session,
-        upstream: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        let peer = peer_ip(session);
-        let client = forward::Client {
-            peer,
-            trusted: peer.is_some_and(|ip| ctx.snap.settings.is_trusted(ip)),
-            tls: ctx.tls,
-        };
-        forward::apply(upstream, client, &ctx.request_id)
-    }
-
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Some(chunk) = body {
-            ctx.body_bytes += chunk.len() as u64;
-            if ctx.body_bytes > ctx.snap.settings.max_body_bytes {
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(413),
-                    "request body over max_body_bytes",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut pingora::http::ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        respond::secure(resp, ctx.tls)?;
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        match ctx.worker.take() {
-            // Pingora then asks `upstream_peer` again: another worker, or an immediate 503.
-            Some(worker) => self.pool.connect_failed(&self.metrics, worker, &e),
-            None => self.metrics.upstream_error("connect"),
-        }
-        e.set_retry(true);
-        e
+    /// Never reached: every request is served in `request_filter`.
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "every request is served in request_filter",
+        ))
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -269,25 +525,7 @@ impl ProxyHttp for Gateway {
                 "payload_too_large",
                 "request body is larger than the gateway accepts",
             ),
-            (_, ErrorType::HTTPStatus(503)) => {
-                upstream(&Failure::Unavailable(Refused::NoneHealthy))
-            }
             (_, ErrorType::HTTPStatus(s)) => (*s, "error", "request failed"),
-            (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
-                self.metrics.upstream_error("timeout");
-                upstream(&Failure::Timeout)
-            }
-            (
-                ErrorSource::Upstream,
-                ErrorType::ConnectTimedout
-                | ErrorType::ConnectRefused
-                | ErrorType::ConnectNoRoute
-                | ErrorType::ConnectError,
-            ) => upstream(&Failure::Unavailable(Refused::Unreachable)),
-            (ErrorSource::Upstream, _) => {
-                self.metrics.upstream_error("protocol");
-                upstream(&Failure::Broken(Broken::Head))
-            }
             (
                 ErrorSource::Downstream,
                 ErrorType::ReadError
@@ -333,7 +571,11 @@ impl ProxyHttp for Gateway {
             handoff: false,
             request_id: &ctx.request_id,
             tls: ctx.tls,
-            error: e.map(|e| e as &dyn std::fmt::Display),
+            error: match (e, &ctx.error) {
+                (_, Some(error)) => Some(error as &dyn std::fmt::Display),
+                (Some(e), None) => Some(e as &dyn std::fmt::Display),
+                (None, None) => None,
+            },
         }
         .record(&self.metrics);
         if let Some(enc) = ctx.encoding {
@@ -342,9 +584,4 @@ impl ProxyHttp for Gateway {
             }
         }
     }
-}
-
-/// The status, code and message of an upstream failure.
-fn upstream(failure: &Failure) -> (u16, &'static str, &'static str) {
-    (failure.status(), failure.code(), failure.message())
 }

@@ -1,8 +1,8 @@
 //! The one way a failed request to an API worker is told: its status, the stable code and
 //! message of the JSON error the client gets, and the `kind` label it is counted under in
-//! `btp_gateway_upstream_errors_total`. Every path (HTTP/1 forwarding, WebSocket tunnels,
-//! HTTP/2 through Pingora) words its failures here, so a client and an operator see the
-//! same thing whichever path the request took.
+//! `btp_gateway_upstream_errors_total`. Every path (forwarding over HTTP/1 and HTTP/2,
+//! WebSocket tunnels) words its failures here, so a client and an operator see the same
+//! thing whichever path the request took.
 
 use std::fmt;
 use std::io;
