@@ -449,10 +449,10 @@ async fn raw_exchange(gw: &TestGateway, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Pingora's own answers (a bare 400 for an unparsable head, a bare 405 for CONNECT) are
-/// replaced by the gateway's: JSON error shape, security headers, connection closed.
+/// Requests the gateway refuses before routing (an unparsable head, CONNECT) get its JSON
+/// error shape and security headers, and the connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_pingora_refuses_get_the_gateways_json_errors_with_security_headers() {
+async fn requests_refused_before_routing_get_the_json_errors_with_security_headers() {
     let gw = TestGateway::start(Options::default()).await;
     let cases: [(&[u8], &str, &str); 3] = [
         (b"GARBAGE\r\n\r\n", "400", "bad_request"),

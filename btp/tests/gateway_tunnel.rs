@@ -1,7 +1,7 @@
-//! The WebSocket tunnel path of the gateway (`/socket.io/` upgrades handled outside
-//! Pingora's HTTP session): what the worker sees, what the client gets when the worker
-//! answers or is missing, large frames, half-close, the tunnel gauge, and the upgrade
-//! that arrives on a kept-alive connection (which stays Pingora's).
+//! The WebSocket tunnel path of the gateway (`/socket.io/` upgrades relayed as byte
+//! tunnels): what the worker sees, what the client gets when the worker answers or is
+//! missing, large frames, half-close, the tunnel gauge, and the upgrade that arrives on a
+//! kept-alive connection.
 
 mod support;
 

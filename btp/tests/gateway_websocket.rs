@@ -1,6 +1,7 @@
 //! WebSocket through the gateway: upgrades pass through unbuffered, the tunnel's idle
-//! limit is derived from the `[realtime]` heartbeat on both sides, and Pingora issue #946
-//! (a tunnel closed right after its `101` when the upstream answers fast) does not happen.
+//! limit is derived from the `[realtime]` heartbeat on both sides, and a tunnel is not
+//! closed right after its `101` when the upstream answers fast (Pingora issue #946, which
+//! the old proxy path had to patch).
 
 mod support;
 

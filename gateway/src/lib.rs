@@ -3,22 +3,27 @@
 //! their worker, or relayed as byte tunnels) to the API workers; an admin port for
 //! metrics and probes.
 //!
-//! The folders follow a request: [`edge`] (the front door: each connection read, each
-//! request decided once, with the HTTP/1 codec of `btp_h1`), [`serve`] (the servers that
-//! act on a decision: replies, forwarding, upgrades, HTTP/2 through Pingora) and
-//! [`upstream`] (the API workers: choice, health, kept-alive connections, failures).
-//! Beside them: [`config`] (what is derived from `config.toml`), [`path`] and [`route`]
-//! (what was asked and who answers), [`assets`] (static files), [`forward`] (the
-//! forwarding headers every path sends), [`respond`] (the headers and error shape of every
-//! response), [`access`] (the access log), [`tls`] and [`metrics`]. Operations:
-//! [`reload`] (live settings, SIGHUP/SIGUSR2) and [`supervisor`] (the API workers of
-//! `btp up`).
+//! The folders follow a request, and each imports only those after it: [`edge`] (the
+//! front door: listeners, connection limits, TLS handshakes, each HTTP/1 request read
+//! with the codec of `btp_h1`), [`decide`] (the one decision each request gets, HTTP/1 or
+//! HTTP/2), [`serve`] (the servers that act on a decision: replies, forwarding, upgrades,
+//! HTTP/2 streams) and [`upstream`] (the API workers: choice, health, kept-alive
+//! connections, failures). Beside them: [`config`] and [`live`] (the settings derived
+//! from `config.toml`, and the snapshot a reload swaps), [`path`] and [`route`] (what was
+//! asked and who answers), [`assets`] (static files), [`forward`] (the forwarding headers
+//! every path sends), [`respond`] (the headers and error shape of every response),
+//! [`access`] (the access log), [`tls`], [`metrics`] and [`admin`]. Operations: [`reload`]
+//! (SIGHUP/SIGUSR2) and [`supervisor`] (the API workers of `btp up`).
+//! `tests/layout.rs` keeps the imports one-way.
 
 pub mod access;
+pub mod admin;
 pub mod assets;
 pub mod config;
+pub mod decide;
 pub mod edge;
 pub mod forward;
+pub mod live;
 pub mod metrics;
 pub mod path;
 pub mod reload;
@@ -40,12 +45,13 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::admin::Admin;
 use crate::assets::Store;
 use crate::config::Settings;
 use crate::edge::gate::Gate;
 use crate::edge::listen::Listen;
 use crate::edge::Edge;
-use crate::metrics::{Admin, Metrics};
+use crate::metrics::Metrics;
 use crate::reload::{Reloader, Signals};
 use crate::serve::api::Forwarder;
 use crate::serve::h2::Gateway;
@@ -134,7 +140,7 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
     );
     server.bootstrap();
 
-    let live = reload::live(settings.clone(), store);
+    let live = live::live(settings.clone(), store);
     let forwarder = Arc::new(Forwarder::new(Arc::new(Conns::new(
         pool.clone(),
         metrics.clone(),

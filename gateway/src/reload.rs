@@ -3,7 +3,7 @@
 //! and then replaces every API worker, one at a time (`btp reload --restart-workers`).
 //!
 //! What the request path reads lives in one [`Snapshot`] (derived settings and the static
-//! store) behind an atomic pointer. A request takes the snapshot once, when it starts, and
+//! store, [`crate::live`]) behind an atomic pointer. A request takes the snapshot once, when it starts, and
 //! keeps it to its end, so a reload never changes the rules under a request in flight, and
 //! an upgraded WebSocket tunnel keeps running on the snapshot it started with; the next
 //! request sees the new one. Nothing is swapped unless the whole new configuration and the
@@ -17,7 +17,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use btp_config::{Config, Source};
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch};
@@ -25,23 +24,9 @@ use prometheus::{IntCounterVec, Opts};
 
 use crate::assets::Store;
 use crate::config::Settings;
+use crate::live::{Live, Snapshot};
 use crate::metrics::Metrics;
 use crate::supervisor::Control;
-
-/// Everything the request path reads that a reload may change.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub settings: Arc<Settings>,
-    pub store: Arc<Store>,
-}
-
-/// The current snapshot, shared by the proxy, the listeners and the health checks.
-pub type Live = Arc<ArcSwap<Snapshot>>;
-
-/// Wrap the snapshot the gateway starts with.
-pub fn live(settings: Arc<Settings>, store: Arc<Store>) -> Live {
-    Arc::new(ArcSwap::from_pointee(Snapshot { settings, store }))
-}
 
 /// Where a changed key takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

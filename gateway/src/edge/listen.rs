@@ -25,8 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::gate::Gate;
 use super::Edge;
+use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::reload::Live;
 
 /// Pending connections the kernel holds per listener (Pingora's own value).
 const BACKLOG: u32 = 65535;

@@ -2,8 +2,8 @@
 //!
 //! [`listen`] accepts it, counts it against the connection limits ([`gate`]) and finishes
 //! its TLS handshake under the header deadline. An HTTP/2 connection (ALPN `h2`) then goes
-//! to Pingora's HTTP/2 server, which serves it with the same decision ([`decide`]) and
-//! replies ([`crate::serve::h2`]). Every HTTP/1 connection is served here, request after
+//! to Pingora's HTTP/2 server, which serves it with the same decision
+//! ([`crate::decide`]) and servers ([`crate::serve::h2`]). Every HTTP/1 connection is served here, request after
 //! request:
 //!
 //! 1. the head is read once ([`btp_h1::request`]), under one deadline at a time: the
@@ -11,7 +11,7 @@
 //!    new connection's first request), then the header timeout from its first byte; a
 //!    head is looked at only once its end has arrived, so a trickled head costs one pass,
 //!    and one over `max_header_bytes` is 431 at once;
-//! 2. it gets one [`decide::Decision`];
+//! 2. it gets one [`crate::decide::Decision`];
 //! 3. a thin server acts on it: a reply the gateway makes ([`crate::serve::reply`]:
 //!    static files, `/config.json`, redirects, refusals), a request forwarded to a worker
 //!    with its body ([`crate::serve::api`]), or an upgrade handed over or relayed on a
@@ -20,7 +20,6 @@
 //!    head, unless the connection closes (the client asked, a body was left unread, an
 //!    error, or the gateway is draining — answers then say `Connection: close`).
 
-pub mod decide;
 pub mod gate;
 pub mod h2_deadline;
 pub mod listen;
@@ -30,7 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use btp_h1::request::{self, BodyLength, Parsed, RequestHead, Version};
-use bytes::Bytes;
 use http::Method;
 use pingora::apps::ServerApp;
 use pingora::protocols::{Shutdown, Stream, ALPN};
@@ -41,15 +39,15 @@ use tokio::time::Instant;
 
 use crate::access::Finished;
 use crate::assets;
+use crate::decide::{decide, Action, Decision, Facts};
 use crate::forward::Client;
+use crate::live::{Live, Snapshot};
 use crate::metrics::Metrics;
-use crate::reload::{Live, Snapshot};
 use crate::respond::{self, Reply};
 use crate::route::Route;
 use crate::serve::api::{self, Forwarder, Next};
 use crate::serve::reply::{self, Out};
 use crate::serve::upgrade::{Tunnels, Upgrade};
-use decide::{decide, Action, Decision, Facts};
 use gate::Slot;
 
 /// The public listeners' application.
@@ -452,7 +450,7 @@ where
                 (answer.reply, answer.encoding)
             }
             action => (
-                made_reply(action, &snap.settings.client_config, client.tls)?,
+                reply::made(action, &snap.settings.client_config, client.tls)?,
                 None,
             ),
         })
@@ -482,41 +480,6 @@ where
             error: outcome.error.as_ref().map(|e| e as &dyn std::fmt::Display),
         }
         .record(&self.metrics);
-    }
-}
-
-/// A reply the gateway makes without the static store: `/config.json`, a redirect, a
-/// refusal. (Static files come from the store; forwarding and upgrades make none.)
-pub fn made_reply(action: &Action, client_config: &Bytes, tls: bool) -> pingora::Result<Reply> {
-    match action {
-        Action::ClientConfig => {
-            let mut header = respond::header(200, tls)?;
-            header.insert_header("content-type", "application/json")?;
-            header.insert_header("cache-control", "no-cache")?;
-            header.insert_header("content-length", client_config.len().to_string())?;
-            Ok(Reply {
-                header,
-                body: client_config.clone(),
-            })
-        }
-        Action::Redirect(location) => {
-            let mut header = respond::header(308, tls)?;
-            header.insert_header("location", location.as_str())?;
-            header.insert_header("content-length", "0")?;
-            Ok(Reply {
-                header,
-                body: Bytes::new(),
-            })
-        }
-        Action::Refuse {
-            status,
-            code,
-            message,
-            ..
-        } => respond::error(*status, code, message, tls),
-        Action::Static(_) | Action::Forward { .. } | Action::Upgrade { .. } => {
-            respond::error(500, "internal", "internal error", tls)
-        }
     }
 }
 

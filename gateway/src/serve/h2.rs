@@ -1,7 +1,7 @@
 //! HTTP/2 on the public port (TLS with ALPN `h2`): Pingora's HTTP/2 server reads the
 //! streams; the gateway serves each in `request_filter`, as it serves HTTP/1:
 //!
-//! - the edge's one decision ([`crate::edge::decide`]);
+//! - the one decision every request gets ([`crate::decide`]);
 //! - a reply the gateway makes itself (static files, `/config.json`, redirects,
 //!   refusals), the same replies HTTP/1 gets;
 //! - or the request forwarded to its worker over HTTP/1.1 on the same kept-alive
@@ -33,17 +33,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::access::Finished;
 use crate::assets;
 use crate::config::Settings;
-use crate::edge::decide::{decide, Action, Facts};
-use crate::edge::made_reply;
+use crate::decide::{decide, Action, Facts};
 use crate::forward;
+use crate::live::{Live, Snapshot};
 use crate::metrics::Metrics;
-use crate::reload::{Live, Snapshot};
 use crate::respond::{self, Reply};
 use crate::route::Route;
 use crate::serve::api::{
     passes_back, timed, ClientFail, Forwarder, Outgoing, Pumped, BODY_CHUNK, BODY_LATE,
     BODY_MISMATCH, BODY_TOO_LARGE, BUFFERED_BODY,
 };
+use crate::serve::reply;
 use crate::upstream::failure::Broken;
 use crate::upstream::Failure;
 
@@ -504,7 +504,7 @@ impl ProxyHttp for Gateway {
                 if matches!(action, Action::Refuse { close: true, .. }) {
                     session.set_keepalive(None);
                 }
-                made_reply(action, &ctx.snap.settings.client_config, ctx.tls)?
+                reply::made(action, &ctx.snap.settings.client_config, ctx.tls)?
             }
         };
         self.write(session, ctx, reply).await

@@ -1,15 +1,17 @@
 //! Responses the gateway makes itself (static files, `/config.json`, redirects, its JSON
-//! errors), written on an HTTP/1 connection: the head in HTTP/1.1 wire form with the
-//! request id, `Connection: close` when the connection ends after it, and the body
-//! unless the request was a `HEAD` — in one write.
+//! errors): [`made`] makes those that are not files; on an HTTP/1 connection each goes
+//! out as its head in HTTP/1.1 wire form with the request id, `Connection: close` when
+//! the connection ends after it, and the body unless the request was a `HEAD` — in one
+//! write.
 
 use std::io;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::decide::Action;
 use crate::respond::{self, Reply};
 
 /// How a reply goes out.
@@ -22,6 +24,41 @@ pub struct Out<'a> {
     pub head_only: bool,
     /// The client must take each write within this.
     pub send_timeout: Duration,
+}
+
+/// A reply the gateway makes without the static store: `/config.json`, a redirect, a
+/// refusal. (Static files come from the store; forwarding and upgrades make none.)
+pub fn made(action: &Action, client_config: &Bytes, tls: bool) -> pingora::Result<Reply> {
+    match action {
+        Action::ClientConfig => {
+            let mut header = respond::header(200, tls)?;
+            header.insert_header("content-type", "application/json")?;
+            header.insert_header("cache-control", "no-cache")?;
+            header.insert_header("content-length", client_config.len().to_string())?;
+            Ok(Reply {
+                header,
+                body: client_config.clone(),
+            })
+        }
+        Action::Redirect(location) => {
+            let mut header = respond::header(308, tls)?;
+            header.insert_header("location", location.as_str())?;
+            header.insert_header("content-length", "0")?;
+            Ok(Reply {
+                header,
+                body: Bytes::new(),
+            })
+        }
+        Action::Refuse {
+            status,
+            code,
+            message,
+            ..
+        } => respond::error(*status, code, message, tls),
+        Action::Static(_) | Action::Forward { .. } | Action::Upgrade { .. } => {
+            respond::error(500, "internal", "internal error", tls)
+        }
+    }
 }
 
 /// The head of `header` in HTTP/1.1 wire form, with the request id and, when `close`,

@@ -12,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Pool;
+use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::reload::Live;
 
 /// One `GET /api/health` probe: healthy means a `200` status line within `timeout`.
 pub async fn probe(addr: SocketAddr, timeout: Duration) -> bool {

@@ -105,7 +105,7 @@ pub fn decide(facts: &Facts<'_>, s: &Settings, workers: usize) -> Decision {
         action: refuse(400, "bad_request", "malformed request", true),
     };
 
-    // Pingora used to refuse CONNECT with a bare 405; this keeps the usual shape.
+    // The gateway is not a forward proxy: CONNECT gets the usual JSON shape.
     if facts.method == "CONNECT" {
         decision.action = refuse(405, "method_not_allowed", "CONNECT is not proxied", true);
         return decision;
