@@ -59,9 +59,7 @@ pub async fn run_with(config: Config, worker: u16, launch: Launch) -> anyhow::Re
             .set_nonblocking(true)
             .and_then(|()| TcpListener::from_std(inherited))
             .with_context(|| format!("using the inherited socket of API worker {worker}"))?,
-        None => TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding API worker {worker} on {addr}"))?,
+        None => bind(addr).with_context(|| format!("binding API worker {worker} on {addr}"))?,
     };
     let handoffs = launch
         .handoff
@@ -291,4 +289,15 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The worker's own socket (`btp api` alone), with the accept queue `btp up` gives it.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(btp_config::API_WORKER_BACKLOG)
 }

@@ -1,14 +1,17 @@
 //! Limits on numbers, and the TLS handshake's deadline: a gateway limited to 1,024 open
 //! files keeps serving new clients while one address holds 1,100 connections (idle ones
 //! make room); an address at `max_connections_per_ip` is refused while another is served;
-//! a TLS handshake that stalls is cut at `header_timeout_ms`.
+//! a TLS handshake that stalls is cut at `header_timeout_ms`; requests beyond
+//! `upstream_max_connections` wait for a connection to their worker, then get 503.
 
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use support::gateway::{Options, TestGateway};
+use support::raw::RawWorker;
 use support::ws::{header, read_head};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -170,4 +173,68 @@ async fn a_stalled_tls_handshake_is_cut_at_the_header_timeout() {
     }
     let series = "btp_gateway_tls_handshakes_failed_total{reason=\"timeout\"}";
     assert_eq!(gw.metric(series).await, Some(2.0));
+}
+
+/// `GET path` on a new connection: the status and the JSON error code, if any.
+async fn get_status(gw: &TestGateway, path: &str) -> (u16, String) {
+    let resp = reqwest::get(gw.url(path))
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_upstream_max_connections_wait_for_one_and_then_get_503() {
+    let mut gw = TestGateway::start(Options {
+        upstreams: false,
+        gateway: "upstream_max_connections = 2\nupstream_connect_timeout_ms = 500\n\
+                  upstream_read_timeout_ms = 2000\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let worker = RawWorker::start(&mut gw).await;
+
+    // Four requests of 300 ms each at once: two at a time reach the worker, the others
+    // wait their turn (within the 500 ms connect timeout each wait is short enough).
+    let started = Instant::now();
+    let answers = futures::future::join_all((0..4).map(|_| get_status(&gw, "/api/pause"))).await;
+    let took = started.elapsed();
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(worker.most_at_once.load(Ordering::SeqCst), 2);
+    assert!(
+        took >= Duration::from_millis(600),
+        "served in {took:?}: not two at a time"
+    );
+    let waits = gw.metric("btp_gateway_upstream_waits_total").await;
+    assert!(waits.is_some_and(|w| w >= 2.0), "{waits:?}");
+
+    // Two answers that never come hold both places past the connect timeout: a third
+    // request gets 503 at once rather than a third connection.
+    let slow = futures::future::join(get_status(&gw, "/api/slow"), get_status(&gw, "/api/slow"));
+    let third = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        (get_status(&gw, "/api/sized").await, started.elapsed())
+    };
+    let ((a, b), ((status, code), waited)) = futures::future::join(slow, third).await;
+    assert_eq!((a.0, b.0), (504, 504));
+    assert_eq!((status, code.as_str()), (503, "upstream_unavailable"));
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_millis(1500),
+        "refused after {waited:?}"
+    );
+    assert_eq!(worker.most_at_once.load(Ordering::SeqCst), 2);
+    let busy = "btp_gateway_upstream_errors_total{kind=\"busy\"}";
+    assert_eq!(gw.metric(busy).await, Some(1.0));
+    // The places come back: the next request is served.
+    assert_eq!(get_status(&gw, "/api/sized").await.0, 200);
 }

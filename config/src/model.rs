@@ -69,6 +69,10 @@ pub struct Gateway {
     pub max_connections_per_ip: u64,
     /// Connect timeout to an API upstream; a dead upstream answers 503 quickly.
     pub upstream_connect_timeout_ms: u64,
+    /// Connections to one API worker carrying a request at once (as many are kept idle
+    /// for reuse). A request beyond it waits for one, up to `upstream_connect_timeout_ms`,
+    /// then gets 503.
+    pub upstream_max_connections: u64,
     /// Read timeout for proxied `/api/` requests (not for upgraded streams, whose timeouts
     /// derive from `[realtime]`).
     pub upstream_read_timeout_ms: u64,
@@ -104,6 +108,7 @@ impl Default for Gateway {
             max_connections: 0,
             max_connections_per_ip: 256,
             upstream_connect_timeout_ms: 1_000,
+            upstream_max_connections: 256,
             upstream_read_timeout_ms: 30_000,
             health_check_interval_ms: 2_000,
             public_url: String::new(),
@@ -467,3 +472,8 @@ mod tests {
         );
     }
 }
+
+/// Accept queue of an API worker's socket, whoever binds it (the supervisor of `btp up`,
+/// or `btp api` alone): a whole reconnecting fleet may queue there while a worker is
+/// replaced, and a burst of gateway connections must not overflow it.
+pub const API_WORKER_BACKLOG: u32 = 4096;

@@ -210,6 +210,10 @@ impl Ctx<'_> {
                 "gateway.max_connections_per_ip",
                 c.gateway.max_connections_per_ip,
             ),
+            (
+                "gateway.upstream_max_connections",
+                c.gateway.upstream_max_connections,
+            ),
             ("api.restart_backoff_max_ms", c.api.restart_backoff_max_ms),
         ] {
             if value == 0 {

@@ -49,6 +49,8 @@ pub struct Settings {
     /// from the open-file limit).
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Per API worker, read at start (a new process changes it).
+    pub upstream_max_connections: usize,
     pub connect_timeout: Duration,
     pub api_read_timeout: Duration,
     /// Idle limit of an upgraded stream, both directions (`Realtime::tunnel_idle_timeout`).
@@ -123,6 +125,9 @@ impl Settings {
             },
             max_connections_per_ip: usize::try_from(c.gateway.max_connections_per_ip)
                 .unwrap_or(usize::MAX),
+            upstream_max_connections: usize::try_from(c.gateway.upstream_max_connections)
+                .unwrap_or(usize::MAX)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
             connect_timeout: Duration::from_millis(c.gateway.upstream_connect_timeout_ms),
             api_read_timeout: Duration::from_millis(c.gateway.upstream_read_timeout_ms),
             tunnel_idle_timeout: c.realtime.tunnel_idle_timeout(),

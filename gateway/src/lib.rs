@@ -144,6 +144,7 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
     let forwarder = Arc::new(Forwarder::new(Arc::new(Conns::new(
         pool.clone(),
         metrics.clone(),
+        settings.upstream_max_connections,
     ))));
     let gateway = Gateway {
         live: live.clone(),

@@ -31,6 +31,7 @@ pub struct Metrics {
     connections_open: IntGauge,
     connections_refused: IntCounterVec,
     connections_evicted: IntCounter,
+    upstream_waits: IntCounter,
     tls_handshakes_failed: IntCounterVec,
     per_request: PerRequest,
 }
@@ -140,6 +141,10 @@ impl Metrics {
             ),
             &["limit"],
         )?;
+        let upstream_waits = IntCounter::new(
+            "btp_gateway_upstream_waits_total",
+            "Requests that waited for a connection to their API worker (gateway.upstream_max_connections busy).",
+        )?;
         let connections_evicted = IntCounter::new(
             "btp_gateway_connections_evicted_total",
             "Idle keep-alive connections closed to make room for a new client at gateway.max_connections.",
@@ -159,7 +164,7 @@ impl Metrics {
         }
         // Known label values start at zero, so every series exists from the first scrape
         // and rates over them are defined.
-        for kind in ["connect", "timeout", "protocol"] {
+        for kind in ["connect", "timeout", "protocol", "busy"] {
             upstream_errors.with_label_values(&[kind]);
         }
         for encoding in ["identity", "gzip", "br"] {
@@ -180,6 +185,7 @@ impl Metrics {
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(connections_evicted.clone()))?;
+        registry.register(Box::new(upstream_waits.clone()))?;
         registry.register(Box::new(tls_handshakes_failed.clone()))?;
         Ok(Metrics {
             registry,
@@ -195,6 +201,7 @@ impl Metrics {
             connections_open,
             connections_refused,
             connections_evicted,
+            upstream_waits,
             tls_handshakes_failed,
             per_request: PerRequest::new(),
         })
@@ -228,6 +235,10 @@ impl Metrics {
             .observe(seconds);
         self.received.inc_by(bytes_in as u64);
         self.sent.inc_by(bytes_out as u64);
+    }
+
+    pub fn upstream_wait(&self) {
+        self.upstream_waits.inc();
     }
 
     pub fn upstream_error(&self, kind: &str) {

@@ -63,7 +63,7 @@ impl Plan {
 pub fn plan(old: &Config, new: &Config) -> Plan {
     use Effect::*;
     let (a, b) = (&old.gateway, &new.gateway);
-    let checks: [(bool, &'static str, Effect); 31] = [
+    let checks: [(bool, &'static str, Effect); 32] = [
         (a.listen != b.listen, "gateway.listen", NewProcess),
         (
             a.admin_listen != b.admin_listen,
@@ -144,6 +144,11 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             a.max_connections_per_ip != b.max_connections_per_ip,
             "gateway.max_connections_per_ip",
             Live,
+        ),
+        (
+            a.upstream_max_connections != b.upstream_max_connections,
+            "gateway.upstream_max_connections",
+            NewProcess,
         ),
         (old.static_files != new.static_files, "static.root", Live),
         (old.api.listen != new.api.listen, "api.listen", NewProcess),

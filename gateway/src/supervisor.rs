@@ -66,9 +66,6 @@ const READY_LIMIT: Duration = Duration::from_secs(60);
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 /// Half the API worker's settle time: see [`stop`].
 const RETIRE_AGAIN_AFTER: Duration = Duration::from_millis(150);
-/// Accept queue of a worker socket: a whole reconnecting fleet may queue there while a
-/// worker is replaced.
-const BACKLOG: u32 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -216,7 +213,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(BACKLOG)?.into_std()
+    socket.listen(btp_config::API_WORKER_BACKLOG)?.into_std()
 }
 
 #[async_trait]

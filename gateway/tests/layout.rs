@@ -102,7 +102,10 @@ fn no_module_of_the_gateway_imports_one_that_imports_it_back() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let graph = imports(&src);
     for expected in ["edge", "serve", "upstream", "decide"] {
-        assert!(graph.contains_key(expected), "{expected} not found in {graph:?}");
+        assert!(
+            graph.contains_key(expected),
+            "{expected} not found in {graph:?}"
+        );
     }
     assert!(graph["edge"].contains("serve"), "{graph:?}");
     assert!(graph["serve"].contains("upstream"), "{graph:?}");

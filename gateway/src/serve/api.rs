@@ -225,9 +225,8 @@ impl Forwarder {
                 Ok(len) => return Ok(len),
                 Err(Trip::Untouched(failure)) if up.reused && whole.is_some() => {
                     tracing::debug!(worker = up.index, error = %failure, "pooled connection closed: retrying");
-                    *up = self
-                        .conns
-                        .checkout(Some(up.index), true, s.connect_timeout)
+                    self.conns
+                        .reconnect(up, s.connect_timeout)
                         .await
                         .map_err(Failure::Unavailable)?;
                 }

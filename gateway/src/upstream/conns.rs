@@ -3,18 +3,22 @@
 //! process was replaced (the pool's generation moved), when it has been idle longer than
 //! [`IDLE_LIFETIME`], or when it is readable — the worker closed it (that check uses the
 //! runtime's readiness, so the common case costs no system call).
+//!
+//! Connections carrying a request are bounded per worker (`upstream_max_connections`):
+//! a request beyond the bound waits for one to come back, up to the connect timeout,
+//! rather than opening more. A burst of clients (640 HTTP/2 streams at once, in the
+//! benchmark) then cannot overflow a worker's accept queue, and connections are reused
+//! instead of churned: as many are kept idle as may be busy.
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Pool, Refused};
 use crate::metrics::Metrics;
-
-/// Idle connections kept per worker; more are closed when given back.
-const MAX_IDLE: usize = 256;
 
 /// A pooled connection idle for longer is closed rather than reused.
 pub const IDLE_LIFETIME: Duration = Duration::from_secs(60);
@@ -32,22 +36,34 @@ pub struct Upstream {
     /// Taken from the pool: the worker may have closed it an instant ago, so a request
     /// that finds it closed before any answer may be sent again on a new one.
     pub reused: bool,
+    /// Its place among the worker's busy connections, given back with it.
+    _busy: OwnedSemaphorePermit,
 }
 
 pub struct Conns {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
-    /// Per worker, newest last.
+    /// Per worker, newest last; at most `max_busy` each.
     idle: Box<[Mutex<Vec<Idle>>]>,
+    /// Per worker, the places of connections carrying a request.
+    busy: Box<[Arc<Semaphore>]>,
+    max_busy: usize,
 }
 
 impl Conns {
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>) -> Conns {
+    /// `max_busy`: connections to one worker carrying a request at once (at least 1).
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, max_busy: usize) -> Conns {
+        let max_busy = max_busy.clamp(1, Semaphore::MAX_PERMITS);
         let idle = (0..pool.len()).map(|_| Mutex::new(Vec::new())).collect();
+        let busy = (0..pool.len())
+            .map(|_| Arc::new(Semaphore::new(max_busy)))
+            .collect();
         Conns {
             pool,
             metrics,
             idle,
+            busy,
+            max_busy,
         }
     }
 
@@ -59,8 +75,9 @@ impl Conns {
         &self.metrics
     }
 
-    /// A connection to the worker for `sticky` (or the next healthy one): a pooled one if
-    /// there is one, else a new one. `fresh`: a new one, whatever the pool holds.
+    /// A connection to the worker for `sticky` (or the next healthy one), once it has a
+    /// place among its busy ones: a pooled one if there is one, else a new one. `fresh`:
+    /// a new one, whatever the pool holds.
     pub async fn checkout(
         &self,
         sticky: Option<usize>,
@@ -68,24 +85,88 @@ impl Conns {
         connect_timeout: Duration,
     ) -> Result<Upstream, Refused> {
         let (index, _) = self.pool.pick(sticky).ok_or(Refused::NoneHealthy)?;
+        let busy = self.place(index, connect_timeout).await?;
         if !fresh {
             if let Some(stream) = self.take_idle(index) {
                 return Ok(Upstream {
                     index,
                     stream,
                     reused: true,
+                    _busy: busy,
                 });
             }
         }
-        let (index, stream) = self
+        self.connect(index, busy, connect_timeout).await
+    }
+
+    /// A new connection in place of `up`'s (which the worker closed), on the same worker
+    /// if it is still healthy; `up` keeps its place.
+    pub async fn reconnect(
+        &self,
+        up: &mut Upstream,
+        connect_timeout: Duration,
+    ) -> Result<(), Refused> {
+        let (connected, stream) = self
+            .pool
+            .connect(&self.metrics, Some(up.index), connect_timeout)
+            .await?;
+        if connected != up.index {
+            // Another worker's place (a different count: nothing to wait on here).
+            up._busy = self.place(connected, connect_timeout).await?;
+            up.index = connected;
+        }
+        up.stream = stream;
+        up.reused = false;
+        Ok(())
+    }
+
+    async fn connect(
+        &self,
+        index: usize,
+        busy: OwnedSemaphorePermit,
+        connect_timeout: Duration,
+    ) -> Result<Upstream, Refused> {
+        let (connected, stream) = self
             .pool
             .connect(&self.metrics, Some(index), connect_timeout)
             .await?;
+        // The connect went to another worker (this one failed): a place there instead.
+        let busy = match connected == index {
+            true => busy,
+            false => {
+                drop(busy);
+                self.place(connected, connect_timeout).await?
+            }
+        };
         Ok(Upstream {
-            index,
+            index: connected,
             stream,
             reused: false,
+            _busy: busy,
         })
+    }
+
+    /// A place among worker `index`'s busy connections, waited for up to `timeout`.
+    async fn place(
+        &self,
+        index: usize,
+        timeout: Duration,
+    ) -> Result<OwnedSemaphorePermit, Refused> {
+        let Some(places) = self.busy.get(index) else {
+            return Err(Refused::NoneHealthy);
+        };
+        if let Ok(place) = places.clone().try_acquire_owned() {
+            return Ok(place);
+        }
+        self.metrics.upstream_wait();
+        match tokio::time::timeout(timeout, places.clone().acquire_owned()).await {
+            Ok(Ok(place)) => Ok(place),
+            // The semaphore is never closed.
+            Ok(Err(_)) | Err(_) => {
+                self.metrics.upstream_error("busy");
+                Err(Refused::Busy)
+            }
+        }
     }
 
     fn take_idle(&self, index: usize) -> Option<TcpStream> {
@@ -123,7 +204,7 @@ impl Conns {
                 }
                 _ => Vec::new(),
             };
-            if idle.len() < MAX_IDLE {
+            if idle.len() < self.max_busy {
                 idle.push(Idle {
                     stream: up.stream,
                     generation,

@@ -110,6 +110,12 @@ mod tests {
                 "upstream_unavailable",
                 None,
             ),
+            (
+                Failure::Unavailable(Refused::Busy),
+                503,
+                "upstream_unavailable",
+                None,
+            ),
             (Failure::Timeout, 504, "upstream_timeout", Some("timeout")),
             (
                 Failure::io(io::ErrorKind::TimedOut.into()),

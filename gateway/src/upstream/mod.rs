@@ -112,10 +112,16 @@ impl Pool {
         self.workers.get(index).and_then(|w| w.handoff.get())
     }
 
-    /// Passive health: a connect to worker `index` failed, so it is out now instead of at
-    /// the next check. Every path reports here.
-    pub fn connect_failed(&self, metrics: &Metrics, index: usize, error: &dyn std::fmt::Display) {
+    /// Passive health: a connect to worker `index` failed. Refused or reset, the worker is
+    /// gone: it is out now instead of at the next check. Timed out, its accept queue is
+    /// full (a worker that is alive but stopped still completes handshakes): it is busy,
+    /// not gone, and the health check decides.
+    pub fn connect_failed(&self, metrics: &Metrics, index: usize, error: &std::io::Error) {
         metrics.upstream_error("connect");
+        if error.kind() == std::io::ErrorKind::TimedOut {
+            tracing::warn!(worker = index, %error, "api worker slow to accept");
+            return;
+        }
         self.set_healthy(index, false);
         metrics.set_upstream_health(index, false);
         tracing::warn!(worker = index, %error, "api worker unreachable");
@@ -148,6 +154,9 @@ impl Pool {
 pub enum Refused {
     NoneHealthy,
     Unreachable,
+    /// Every connection the worker may have is carrying a request
+    /// (`gateway.upstream_max_connections`), and none came back in time.
+    Busy,
 }
 
 impl Refused {
@@ -156,13 +165,15 @@ impl Refused {
         match self {
             Refused::NoneHealthy => "no healthy api worker",
             Refused::Unreachable => "no api worker could be reached",
+            Refused::Busy => "the api workers are busy",
         }
     }
 }
 
 impl Pool {
     /// Connect to the worker for `sticky` (or the next healthy one); a worker that refuses
-    /// is marked unhealthy and the next one tried, once.
+    /// is marked unhealthy and the next one tried, once. A connect that times out is not
+    /// tried again.
     pub async fn connect(
         &self,
         metrics: &Metrics,
@@ -185,6 +196,9 @@ impl Pool {
             };
             self.connect_failed(metrics, index, &error);
             refused = Refused::Unreachable;
+            if error.kind() == std::io::ErrorKind::TimedOut {
+                break;
+            }
         }
         Err(refused)
     }
