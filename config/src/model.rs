@@ -417,6 +417,11 @@ fn origin_of(url: &str) -> Option<String> {
     Some(format!("{scheme}://{host}"))
 }
 
+/// Accept queue of an API worker's socket, whoever binds it (the supervisor of `btp up`,
+/// or `btp api` alone): a whole reconnecting fleet may queue there while a worker is
+/// replaced, and a burst of gateway connections must not overflow it.
+pub const API_WORKER_BACKLOG: u32 = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,8 +477,3 @@ mod tests {
         );
     }
 }
-
-/// Accept queue of an API worker's socket, whoever binds it (the supervisor of `btp up`,
-/// or `btp api` alone): a whole reconnecting fleet may queue there while a worker is
-/// replaced, and a burst of gateway connections must not overflow it.
-pub const API_WORKER_BACKLOG: u32 = 4096;
