@@ -69,21 +69,40 @@ pub struct Variant {
     pub body: Bytes,
     /// Strong ETag of exactly these bytes (variants differ, so their tags do too).
     pub etag: String,
-    /// Its complete response heads, built once at load so that serving a file costs a
-    /// clone of ready header values instead of a dozen parsed insertions per request.
+    /// Its complete response heads, built once at load: serving a file over HTTP/1 then
+    /// copies ready bytes, over HTTP/2 clones ready header values.
     heads: Heads,
 }
 
 /// `[plain, tls]` (only TLS carries HSTS) for a 200 and for a 304.
 #[derive(Debug)]
 struct Heads {
-    ok: [ResponseHeader; 2],
-    not_modified: [ResponseHeader; 2],
+    ok: [Head; 2],
+    not_modified: [Head; 2],
+}
+
+/// One response head, for both protocols.
+#[derive(Debug)]
+pub struct Head {
+    pub header: ResponseHeader,
+    /// `header` in HTTP/1.1 wire form ([`respond::h1_lines`]).
+    pub h1: Bytes,
+}
+
+impl Head {
+    fn new(header: ResponseHeader) -> Head {
+        let mut h1 = bytes::BytesMut::with_capacity(512);
+        respond::h1_lines(&header, &mut h1);
+        Head {
+            header,
+            h1: h1.freeze(),
+        }
+    }
 }
 
 impl Heads {
     fn build(asset: &AssetHead<'_>, variant: &Encoded) -> pingora::Result<Heads> {
-        let head = |status: u16, tls: bool| -> pingora::Result<ResponseHeader> {
+        let head = |status: u16, tls: bool| -> pingora::Result<Head> {
             let mut header = respond::header(status, tls)?;
             header.insert_header("content-type", asset.content_type)?;
             header.insert_header("cache-control", asset.cache_control)?;
@@ -97,7 +116,7 @@ impl Heads {
             if status == 200 {
                 header.insert_header("content-length", variant.body.len().to_string())?;
             }
-            Ok(header)
+            Ok(Head::new(header))
         };
         Ok(Heads {
             ok: [head(200, false)?, head(200, true)?],
@@ -158,20 +177,58 @@ pub struct Request<'a> {
     pub if_none_match: Option<&'a str>,
 }
 
-/// What the store answers: a complete response, security headers included.
-pub struct Reply {
-    pub reply: respond::Reply,
-    /// The variant served (for the static-hits metric), `None` for errors.
-    pub encoding: Option<Encoding>,
+/// What the store answers a static request: a complete response, security headers
+/// included.
+pub enum Answer<'s> {
+    /// A file: its prebuilt head and its body (empty for `HEAD` and 304).
+    File {
+        head: &'s Head,
+        body: Bytes,
+        encoding: Encoding,
+    },
+    /// An error the store words (404, 405).
+    Made(respond::Reply),
 }
 
-impl Reply {
-    pub fn status(&self) -> u16 {
-        self.reply.header.status.as_u16()
+impl Answer<'_> {
+    pub fn header(&self) -> &ResponseHeader {
+        match self {
+            Answer::File { head, .. } => &head.header,
+            Answer::Made(reply) => &reply.header,
+        }
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.reply.header.headers.get(name)?.to_str().ok()
+    pub fn status(&self) -> u16 {
+        self.header().status.as_u16()
+    }
+
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.header().headers.get(name)?.to_str().ok()
+    }
+
+    pub fn encoding(&self) -> Option<Encoding> {
+        match self {
+            Answer::File { encoding, .. } => Some(*encoding),
+            Answer::Made(_) => None,
+        }
+    }
+
+    pub fn body(&self) -> &Bytes {
+        match self {
+            Answer::File { body, .. } => body,
+            Answer::Made(reply) => &reply.body,
+        }
+    }
+
+    /// An owned reply (HTTP/2: Pingora takes the header).
+    pub fn into_reply(self) -> respond::Reply {
+        match self {
+            Answer::File { head, body, .. } => respond::Reply {
+                header: head.header.clone(),
+                body,
+            },
+            Answer::Made(reply) => reply,
+        }
     }
 }
 
@@ -197,32 +254,35 @@ impl Store {
     }
 
     /// Answer a static request.
-    pub fn serve(&self, req: Request<'_>) -> pingora::Result<Reply> {
+    pub fn serve(&self, req: Request<'_>) -> pingora::Result<Answer<'_>> {
         if req.method != Method::GET && req.method != Method::HEAD {
-            let mut reply = error_reply(
+            let mut reply = respond::error(
                 405,
                 "method_not_allowed",
                 "static files answer GET and HEAD only",
                 req.tls,
             )?;
-            reply.reply.header.insert_header("allow", "GET, HEAD")?;
-            return Ok(reply);
+            reply.header.insert_header("allow", "GET, HEAD")?;
+            return Ok(Answer::Made(reply));
         }
         let rel = req.path.relative();
         let key = if rel.is_empty() || rel.ends_with('/') {
-            format!("{rel}index.html")
+            std::borrow::Cow::Owned(format!("{rel}index.html"))
         } else {
             rel
         };
-        let asset = match self.files.get(&key) {
+        let asset = match self.files.get(key.as_ref()) {
             Some(asset) => asset,
             None if is_navigation(&req) => &self.index,
-            None => return error_reply(404, "not_found", "no such file", req.tls),
+            None => {
+                let reply = respond::error(404, "not_found", "no such file", req.tls)?;
+                return Ok(Answer::Made(reply));
+            }
         };
         Ok(self.answer(asset, &req))
     }
 
-    fn answer(&self, asset: &Asset, req: &Request<'_>) -> Reply {
+    fn answer<'s>(&self, asset: &'s Asset, req: &Request<'_>) -> Answer<'s> {
         let variant = asset.pick(req.accept_encoding);
         let not_modified = req
             .if_none_match
@@ -232,24 +292,17 @@ impl Store {
         } else {
             &variant.heads.ok
         };
-        let header = heads[usize::from(req.tls)].clone();
         let body = if not_modified || req.method == Method::HEAD {
             Bytes::new()
         } else {
             variant.body.clone()
         };
-        Reply {
-            reply: respond::Reply { header, body },
-            encoding: Some(variant.encoding),
+        Answer::File {
+            head: &heads[usize::from(req.tls)],
+            body,
+            encoding: variant.encoding,
         }
     }
-}
-
-fn error_reply(status: u16, code: &str, message: &str, tls: bool) -> pingora::Result<Reply> {
-    Ok(Reply {
-        reply: respond::error(status, code, message, tls)?,
-        encoding: None,
-    })
 }
 
 /// A browser navigation the SPA should handle: GET/HEAD, accepting HTML, and a path
@@ -502,11 +555,11 @@ mod tests {
         }
     }
 
-    fn header<'a>(reply: &'a Reply, name: &str) -> Option<&'a str> {
-        reply.header(name)
+    fn header<'a>(answer: &'a Answer<'_>, name: &str) -> Option<&'a str> {
+        answer.header_value(name)
     }
 
-    fn serve(store: &Store, req: Request<'_>) -> Reply {
+    fn serve<'s>(store: &'s Store, req: Request<'_>) -> Answer<'s> {
         store
             .serve(req)
             .unwrap_or_else(|e| panic!("serve {}: {e}", req.path.as_str()))
@@ -558,7 +611,47 @@ mod tests {
             assert_eq!(header(r, "cache-control"), Some("no-cache"));
         }
         assert_ne!(header(&br, "etag"), header(&gz, "etag"));
-        assert!(br.reply.body.len() < id.reply.body.len());
+        assert!(br.body().len() < id.body().len());
+    }
+
+    #[test]
+    fn a_files_wire_head_says_what_its_header_says() {
+        let s = store();
+        let p = decode("/js/app.js").unwrap_or_else(|e| panic!("{e}"));
+        for tls in [false, true] {
+            let answer = serve(
+                &s,
+                Request {
+                    tls,
+                    ..get(&p, None, Some("br"))
+                },
+            );
+            let Answer::File { head, .. } = &answer else {
+                panic!("not a file");
+            };
+            let mut wire = head.h1.to_vec();
+            wire.extend_from_slice(b"\r\n");
+            let mut lines = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Response::new(&mut lines);
+            assert!(
+                matches!(parsed.parse(&wire), Ok(httparse::Status::Complete(n)) if n == wire.len())
+            );
+            assert_eq!(parsed.code, Some(200));
+            assert_eq!(parsed.headers.len(), head.header.headers.len());
+            for line in parsed.headers.iter() {
+                assert_eq!(
+                    header(&answer, line.name).map(str::as_bytes),
+                    Some(line.value),
+                    "{}",
+                    line.name
+                );
+            }
+            let hsts = parsed
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("strict-transport-security"));
+            assert_eq!(hsts, tls);
+        }
     }
 
     #[test]
@@ -580,7 +673,7 @@ mod tests {
             },
         );
         assert_eq!(again.status(), 304);
-        assert!(again.reply.body.is_empty());
+        assert!(again.body().is_empty());
         assert_eq!(header(&again, "content-length"), None);
         assert_eq!(header(&again, "etag"), Some(etag.as_str()));
     }
@@ -657,7 +750,7 @@ mod tests {
             },
         );
         assert_eq!(r.status(), 200);
-        assert!(r.reply.body.is_empty());
+        assert!(r.body().is_empty());
         assert_ne!(header(&r, "content-length"), Some("0"));
         assert_eq!(header(&r, "content-type"), Some("text/html; charset=utf-8"));
     }

@@ -38,8 +38,12 @@ impl CleanPath {
         &self.0
     }
 
-    /// The path relative to a root, with empty segments collapsed: `/a//b/` → `a/b/`.
-    pub fn relative(&self) -> String {
+    /// The path relative to a root, with empty segments collapsed: `/a//b/` → `a/b/`
+    /// (borrowed when there are none).
+    pub fn relative(&self) -> std::borrow::Cow<'_, str> {
+        if !self.0.contains("//") {
+            return std::borrow::Cow::Borrowed(&self.0[1..]);
+        }
         let trailing = self.0.len() > 1 && self.0.ends_with('/');
         let mut rel = self
             .0
@@ -50,7 +54,7 @@ impl CleanPath {
         if trailing && !rel.is_empty() {
             rel.push('/');
         }
-        rel
+        std::borrow::Cow::Owned(rel)
     }
 
     /// Whether the last segment has a file extension (`app.js`), which is what separates
@@ -166,7 +170,11 @@ mod tests {
 
     #[test]
     fn relative_form_collapses_empty_segments() {
-        let rel = |p: &str| decode(p).map(|c| c.relative()).unwrap_or_default();
+        let rel = |p: &str| {
+            decode(p)
+                .map(|c| c.relative().into_owned())
+                .unwrap_or_default()
+        };
         assert_eq!(rel("/"), "");
         assert_eq!(rel("//a///b"), "a/b");
         assert_eq!(rel("/docs/"), "docs/");

@@ -4,7 +4,7 @@
 //! Kept apart from the proxy phases so the static store, the admin listener and the error
 //! paths cannot drift apart on what "every response" means.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 
@@ -76,6 +76,17 @@ pub fn error_body(code: &str, message: &str) -> Bytes {
 pub struct Reply {
     pub header: ResponseHeader,
     pub body: Bytes,
+}
+
+/// `header` in HTTP/1.1 wire form: its status line and header lines, without the empty
+/// line that ends a head (the caller adds its own lines first).
+pub fn h1_lines(header: &ResponseHeader, buf: &mut BytesMut) {
+    buf.put_slice(b"HTTP/1.1 ");
+    buf.put_slice(header.status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());
+    buf.put_slice(b"\r\n");
+    header.header_to_h1_wire(buf);
 }
 
 /// Start a response with the security headers and no body framing yet.

@@ -51,6 +51,23 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(opts: Options) -> TestGateway {
+        // A port found free may be taken before the gateway binds it (every outgoing
+        // connection of a test running alongside takes one from the same range): then the
+        // gateway exits saying so, and it is started again on other ports.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match TestGateway::try_start(&opts).await {
+                Ok(gw) => return gw,
+                Err(why) if attempts < 3 && why.contains("in use") => {
+                    eprintln!("gateway fixture: a port was taken, starting again");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    async fn try_start(opts: &Options) -> Result<TestGateway, String> {
         let dir = TempDir::new("gateway");
         write_static_site(&dir, "static");
         let ports = free_ports(3);
@@ -98,18 +115,18 @@ impl TestGateway {
         let mut process = BtpProcess::spawn_under(&wrapper, &["gateway"], &config);
         let admin_url = format!("http://{admin}");
         process
-            .wait_for_status(
+            .try_wait_for_status(
                 &format!("{admin_url}/healthz"),
                 200,
                 Duration::from_secs(60),
             )
-            .await;
+            .await?;
         if opts.upstreams {
             process
                 .wait_for_status(&format!("{admin_url}/readyz"), 200, Duration::from_secs(30))
                 .await;
         }
-        TestGateway {
+        Ok(TestGateway {
             process,
             upstreams,
             http,
@@ -117,7 +134,7 @@ impl TestGateway {
             api,
             tls,
             dir,
-        }
+        })
     }
 
     pub fn url(&self, path_and_query: &str) -> String {

@@ -217,23 +217,38 @@ impl BtpProcess {
 
     /// Wait until `GET url` answers `want_status`, or panic with the process output.
     pub async fn wait_for_status(&mut self, url: &str, want_status: u16, within: Duration) {
+        if let Err(why) = self.try_wait_for_status(url, want_status, within).await {
+            panic!("{why}");
+        }
+    }
+
+    /// Wait until `GET url` answers `want_status`; otherwise why not, with the process
+    /// output.
+    pub async fn try_wait_for_status(
+        &mut self,
+        url: &str,
+        want_status: u16,
+        within: Duration,
+    ) -> Result<(), String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .unwrap_or_else(|e| panic!("client: {e}"));
         let deadline = Instant::now() + within;
         loop {
-            self.assert_alive();
+            if let Some(code) = self.exited() {
+                return Err(format!("btp exited with {code}:\n{}", self.output()));
+            }
             if let Ok(resp) = client.get(url).send().await {
                 if resp.status().as_u16() == want_status {
-                    return;
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                panic!(
+                return Err(format!(
                     "{url} did not answer {want_status} within {within:?}; btp output:\n{}",
                     self.output()
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

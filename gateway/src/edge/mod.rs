@@ -38,12 +38,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::access::Finished;
-use crate::assets;
+use crate::assets::{self, Answer};
 use crate::decide::{decide, Action, Decision, Facts};
 use crate::forward::Client;
 use crate::live::{Live, Snapshot};
 use crate::metrics::Metrics;
-use crate::respond::{self, Reply};
+use crate::respond;
 use crate::route::Route;
 use crate::serve::api::{self, Forwarder, Next};
 use crate::serve::reply::{self, Out};
@@ -389,21 +389,21 @@ where
                 };
                 let close =
                     !keep_alive || unread || matches!(action, Action::Refuse { close: true, .. });
-                let (reply, encoding) = match self.reply(&head, &decision, client, snap) {
-                    Ok(made) => made,
+                let answer = match self.reply(&head, &decision, client, snap) {
+                    Ok(answer) => answer,
                     Err(_) => match respond::error(500, "internal", "internal error", client.tls) {
-                        Ok(reply) => (reply, None),
+                        Ok(reply) => Answer::Made(reply),
                         Err(_) => return After::Close,
                     },
                 };
-                let status = reply.header.status.as_u16();
+                let status = answer.status();
                 let out = Out {
                     request_id: &decision.request_id,
                     close,
                     head_only,
                     send_timeout: s.body_timeout,
                 };
-                let written = reply::write(&mut conn.io, &reply, out).await;
+                let written = reply::answer(&mut conn.io, &answer, out).await;
                 let outcome = api::Outcome {
                     worker: None,
                     status: if written.is_ok() { status } else { 0 },
@@ -412,7 +412,7 @@ where
                     error: written.as_ref().err().map(|e| e.to_string()),
                 };
                 self.finished(&head, &decision, started, conn, &outcome);
-                if let Some(encoding) = encoding {
+                if let Some(encoding) = answer.encoding() {
                     if status == 200 || status == 304 {
                         self.metrics.static_hit(encoding);
                     }
@@ -428,32 +428,32 @@ where
     }
 
     /// The reply the gateway makes itself for `decision`.
-    fn reply(
+    fn reply<'s>(
         &self,
         head: &RequestHead<'_, '_>,
         decision: &Decision,
         client: Client,
-        snap: &Snapshot,
-    ) -> pingora::Result<(Reply, Option<assets::Encoding>)> {
+        snap: &'s Snapshot,
+    ) -> pingora::Result<Answer<'s>> {
         let header = |name: &str| head.header(name).and_then(|v| std::str::from_utf8(v).ok());
-        Ok(match &decision.action {
+        match &decision.action {
             Action::Static(path) => {
                 let method = Method::from_bytes(head.method.as_bytes()).unwrap_or(Method::GET);
-                let answer = snap.store.serve(assets::Request {
+                snap.store.serve(assets::Request {
                     method: &method,
                     tls: client.tls,
                     path,
                     accept: header("accept"),
                     accept_encoding: header("accept-encoding"),
                     if_none_match: header("if-none-match"),
-                })?;
-                (answer.reply, answer.encoding)
+                })
             }
-            action => (
-                reply::made(action, &snap.settings.client_config, client.tls)?,
-                None,
-            ),
-        })
+            action => Ok(Answer::Made(reply::made(
+                action,
+                &snap.settings.client_config,
+                client.tls,
+            )?)),
+        }
     }
 
     fn finished(

@@ -497,8 +497,8 @@ impl ProxyHttp for Gateway {
                     accept_encoding: header_str(session, "accept-encoding"),
                     if_none_match: header_str(session, "if-none-match"),
                 })?;
-                ctx.encoding = answer.encoding;
-                answer.reply
+                ctx.encoding = answer.encoding();
+                answer.into_reply()
             }
             action => {
                 if matches!(action, Action::Refuse { close: true, .. }) {

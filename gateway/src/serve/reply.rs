@@ -8,9 +8,9 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use pingora::http::ResponseHeader;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::assets::Answer;
 use crate::decide::Action;
 use crate::respond::{self, Reply};
 
@@ -61,16 +61,11 @@ pub fn made(action: &Action, client_config: &Bytes, tls: bool) -> pingora::Resul
     }
 }
 
-/// The head of `header` in HTTP/1.1 wire form, with the request id and, when `close`,
-/// `Connection: close`, then `body`.
-pub fn wire(header: &ResponseHeader, body: &[u8], request_id: &str, close: bool) -> BytesMut {
-    let mut buf = BytesMut::with_capacity(512 + body.len());
-    buf.put_slice(b"HTTP/1.1 ");
-    buf.put_slice(header.status.as_str().as_bytes());
-    buf.put_u8(b' ');
-    buf.put_slice(header.get_reason_phrase().unwrap_or_default().as_bytes());
-    buf.put_slice(b"\r\n");
-    header.header_to_h1_wire(&mut buf);
+/// A reply whose head is `lines` ([`respond::h1_lines`]) in HTTP/1.1 wire form: those
+/// lines, the request id and, when `close`, `Connection: close`, then `body`.
+pub fn wire(lines: &[u8], body: &[u8], request_id: &str, close: bool) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(lines.len() + request_id.len() + 40 + body.len());
+    buf.put_slice(lines);
     buf.put_slice(b"x-request-id: ");
     buf.put_slice(request_id.as_bytes());
     buf.put_slice(b"\r\n");
@@ -87,8 +82,29 @@ pub async fn write<C>(client: &mut C, reply: &Reply, out: Out<'_>) -> io::Result
 where
     C: AsyncWrite + Unpin + ?Sized,
 {
-    let body: &[u8] = if out.head_only { &[] } else { &reply.body };
-    let bytes = wire(&reply.header, body, out.request_id, out.close);
+    let mut lines = BytesMut::with_capacity(256);
+    respond::h1_lines(&reply.header, &mut lines);
+    put(client, &lines, &reply.body, out).await
+}
+
+/// Write what the static store answered: a file's head was put in wire form when the
+/// store loaded it, so only the request's own lines are added here.
+pub async fn answer<C>(client: &mut C, answer: &Answer<'_>, out: Out<'_>) -> io::Result<usize>
+where
+    C: AsyncWrite + Unpin + ?Sized,
+{
+    match answer {
+        Answer::File { head, body, .. } => put(client, &head.h1, body, out).await,
+        Answer::Made(reply) => write(client, reply, out).await,
+    }
+}
+
+async fn put<C>(client: &mut C, lines: &[u8], body: &[u8], out: Out<'_>) -> io::Result<usize>
+where
+    C: AsyncWrite + Unpin + ?Sized,
+{
+    let body: &[u8] = if out.head_only { &[] } else { body };
+    let bytes = wire(lines, body, out.request_id, out.close);
     send(client, &bytes, out.send_timeout).await?;
     Ok(body.len())
 }
@@ -136,7 +152,9 @@ mod tests {
     fn the_wire_form_carries_the_request_id_and_the_close() {
         let reply =
             respond::error(404, "not_found", "nothing", false).unwrap_or_else(|e| panic!("{e}"));
-        let bytes = wire(&reply.header, &reply.body, "r-1", true);
+        let mut lines = BytesMut::new();
+        respond::h1_lines(&reply.header, &mut lines);
+        let bytes = wire(&lines, &reply.body, "r-1", true);
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"), "{text}");
         assert!(text.contains("\r\nx-request-id: r-1\r\n"));
