@@ -187,7 +187,7 @@ pub enum Answer<'s> {
         encoding: Encoding,
     },
     /// An error the store words (404, 405).
-    Made(respond::Reply),
+    Made(Box<respond::Reply>),
 }
 
 impl Answer<'_> {
@@ -227,7 +227,7 @@ impl Answer<'_> {
                 header: head.header.clone(),
                 body,
             },
-            Answer::Made(reply) => reply,
+            Answer::Made(reply) => *reply,
         }
     }
 }
@@ -263,7 +263,7 @@ impl Store {
                 req.tls,
             )?;
             reply.header.insert_header("allow", "GET, HEAD")?;
-            return Ok(Answer::Made(reply));
+            return Ok(Answer::Made(Box::new(reply)));
         }
         let rel = req.path.relative();
         let key = if rel.is_empty() || rel.ends_with('/') {
@@ -276,7 +276,7 @@ impl Store {
             None if is_navigation(&req) => &self.index,
             None => {
                 let reply = respond::error(404, "not_found", "no such file", req.tls)?;
-                return Ok(Answer::Made(reply));
+                return Ok(Answer::Made(Box::new(reply)));
             }
         };
         Ok(self.answer(asset, &req))

@@ -81,6 +81,15 @@ impl<'a> Forwarding<'a> {
                 .or(authority),
         }
     }
+
+    /// These headers as HTTP/1 lines, appended to `out`.
+    pub fn put(&self, out: &mut Vec<u8>) {
+        btp_h1::put_header(out, b"x-forwarded-for", self.for_chain.as_bytes());
+        btp_h1::put_header(out, b"x-forwarded-proto", self.proto);
+        if let Some(host) = self.host {
+            btp_h1::put_header(out, b"x-forwarded-host", host);
+        }
+    }
 }
 
 /// Whether a request header is the client's to send on: hop-by-hop headers belong to the

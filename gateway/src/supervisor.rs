@@ -206,14 +206,7 @@ impl Supervisor {
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(btp_config::API_WORKER_BACKLOG)?.into_std()
+    crate::edge::listen::bind(addr, btp_config::API_WORKER_BACKLOG)
 }
 
 #[async_trait]

@@ -12,20 +12,7 @@ use super::gateway::TestGateway;
 /// A TLS connection to the gateway offering only `h2`.
 pub async fn h2_tls(gw: &TestGateway) -> tokio_rustls::client::TlsStream<TcpStream> {
     let pem = std::fs::read(gw.dir.join("certs/dev.crt")).unwrap_or_else(|e| panic!("{e}"));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots
-            .add(cert.unwrap_or_else(|e| panic!("{e}")))
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let connector = super::tls_connector(&pem, b"h2").unwrap_or_else(|e| panic!("{e}"));
     let tcp = TcpStream::connect(gw.tls.unwrap_or_else(|| panic!("no TLS listener")))
         .await
         .unwrap_or_else(|e| panic!("{e}"));

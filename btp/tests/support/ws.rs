@@ -39,25 +39,14 @@ pub async fn connect(addr: SocketAddr, path: &str) -> Result<Ws, String> {
 /// Open a WebSocket over TLS (`wss://localhost…`) to `path` on `addr`, trusting only the
 /// PEM certificate `ca_pem`, offering only HTTP/1.1 in ALPN as browsers do for WebSockets.
 pub async fn connect_tls(addr: SocketAddr, path: &str, ca_pem: &[u8]) -> Result<Ws, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        let cert = cert.map_err(|e| format!("certificate: {e}"))?;
-        roots.add(cert).map_err(|e| format!("root: {e}"))?;
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls versions: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = super::tls_connector(ca_pem, b"http/1.1")?;
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let name = rustls::pki_types::ServerName::try_from("localhost")
         .map_err(|e| format!("server name: {e}"))?;
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    let tls = connector
         .connect(name, tcp)
         .await
         .map_err(|e| format!("tls handshake: {e}"))?;

@@ -64,14 +64,7 @@ fn listener(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::n
         // upgrade socket under our key; nothing else here owns it.
         return Ok(unsafe { std::net::TcpListener::from_raw_fd(fd) });
     }
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    let listener = socket.listen(BACKLOG)?.into_std()?;
+    let listener = bind(addr, BACKLOG)?;
     if let Some(fds) = fds {
         fds.lock().add(key, listener.as_raw_fd());
     }
@@ -218,4 +211,16 @@ where
             }
         }
     }
+}
+
+/// A listening socket on `addr`, reusing the address, with `backlog`.
+pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)?.into_std()
 }

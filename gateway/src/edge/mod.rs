@@ -392,7 +392,7 @@ where
                 let answer = match self.reply(&head, &decision, client, snap) {
                     Ok(answer) => answer,
                     Err(_) => match respond::error(500, "internal", "internal error", client.tls) {
-                        Ok(reply) => Answer::Made(reply),
+                        Ok(reply) => Answer::Made(Box::new(reply)),
                         Err(_) => return After::Close,
                     },
                 };
@@ -448,11 +448,11 @@ where
                     if_none_match: header("if-none-match"),
                 })
             }
-            action => Ok(Answer::Made(reply::made(
+            action => Ok(Answer::Made(Box::new(reply::made(
                 action,
                 &snap.settings.client_config,
                 client.tls,
-            )?)),
+            )?))),
         }
     }
 

@@ -461,15 +461,7 @@ impl<'a> Outgoing<'a> {
             put_header(&mut out, b"host", authority);
         }
         let forwarding = Forwarding::decide(self.client, incoming, authority);
-        put_header(
-            &mut out,
-            b"x-forwarded-for",
-            forwarding.for_chain.as_bytes(),
-        );
-        put_header(&mut out, b"x-forwarded-proto", forwarding.proto);
-        if let Some(host) = forwarding.host {
-            put_header(&mut out, b"x-forwarded-host", host);
-        }
+        forwarding.put(&mut out);
         put_header(&mut out, b"x-request-id", self.request_id.as_bytes());
         match self.body {
             BodyLength::None => {}

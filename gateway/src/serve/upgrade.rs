@@ -77,15 +77,7 @@ impl Upgrade {
         put_header(&mut out, b"upgrade", b"websocket");
         put_header(&mut out, b"connection", b"Upgrade");
         let forwarding = Forwarding::decide(client, |name| head.header(name), None);
-        put_header(
-            &mut out,
-            b"x-forwarded-for",
-            forwarding.for_chain.as_bytes(),
-        );
-        put_header(&mut out, b"x-forwarded-proto", forwarding.proto);
-        if let Some(host) = forwarding.host {
-            put_header(&mut out, b"x-forwarded-host", host);
-        }
+        forwarding.put(&mut out);
         put_header(&mut out, b"x-request-id", request_id.as_bytes());
         out.extend_from_slice(b"\r\n");
         Upgrade {
