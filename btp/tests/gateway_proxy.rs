@@ -371,10 +371,11 @@ async fn admin_listener_serves_probes_and_valid_prometheus_metrics() {
     );
 
     let needles = [
-        "btp_gateway_requests_total{route=\"static\",status=\"200\"}",
-        "btp_gateway_requests_total{route=\"static\",status=\"404\"}",
-        "btp_gateway_requests_total{route=\"api\",status=\"200\"}",
-        "btp_gateway_requests_total{route=\"config\",status=\"200\"}",
+        // `/` and `/app.css`; `/nope.js` and `/metrics` on the public port.
+        "btp_gateway_requests_total{route=\"static\",status=\"200\"} 2",
+        "btp_gateway_requests_total{route=\"static\",status=\"404\"} 2",
+        "btp_gateway_requests_total{route=\"api\",status=\"200\"} 1",
+        "btp_gateway_requests_total{route=\"config\",status=\"200\"} 1",
         "btp_gateway_request_duration_seconds_bucket{route=\"api\"",
         "btp_gateway_static_hits_total{encoding=\"br\"} 2",
         "btp_gateway_tunnels_open 0",
@@ -384,7 +385,7 @@ async fn admin_listener_serves_probes_and_valid_prometheus_metrics() {
         "btp_gateway_upstream_errors_total{kind=\"connect\"} 0",
     ];
     // A request is counted in its logging phase, just after its response went out:
-    // scrape until the last one shows up.
+    // scrape until the last one is counted.
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let resp = c

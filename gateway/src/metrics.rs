@@ -38,8 +38,9 @@ pub struct Metrics {
 
 /// The series every request touches, resolved on first use and kept: a labelled lookup
 /// formats, hashes and takes a lock, which on the static path is a measurable share of a
-/// request. Slots are created lazily so that `/metrics` still lists only series that have
-/// been used.
+/// request. Every route's duration and its 200 count exist from the start (so that
+/// `rate()` over them is defined on a fresh gateway); other statuses appear when first
+/// answered.
 struct PerRequest {
     /// `[route][status slot]`, slot 0 is "none" (no status), then 100..=599.
     requests: Vec<OnceLock<IntCounter>>,
@@ -187,6 +188,15 @@ impl Metrics {
         registry.register(Box::new(connections_evicted.clone()))?;
         registry.register(Box::new(upstream_waits.clone()))?;
         registry.register(Box::new(tls_handshakes_failed.clone()))?;
+        let per_request = PerRequest::new();
+        for route in Route::ALL {
+            per_request.duration[route.index()]
+                .get_or_init(|| duration.with_label_values(&[route.label()]));
+            if let Some(slot) = PerRequest::status_slot(200) {
+                per_request.requests[route.index() * STATUS_SLOTS + slot]
+                    .get_or_init(|| requests.with_label_values(&[route.label(), "200"]));
+            }
+        }
         Ok(Metrics {
             registry,
             requests,
@@ -203,7 +213,7 @@ impl Metrics {
             connections_evicted,
             upstream_waits,
             tls_handshakes_failed,
-            per_request: PerRequest::new(),
+            per_request,
         })
     }
 
@@ -346,7 +356,17 @@ mod tests {
     }
 
     #[test]
-    fn cached_series_count_like_labelled_ones_and_unused_ones_stay_unlisted() {
+    fn cached_series_count_like_labelled_ones_and_every_route_starts_at_zero() {
+        let fresh = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8(fresh.render()).unwrap_or_default();
+        for label in ["realtime", "api", "config", "static", "admin"] {
+            for line in [
+                format!("btp_gateway_requests_total{{route=\"{label}\",status=\"200\"}} 0"),
+                format!("btp_gateway_request_duration_seconds_count{{route=\"{label}\"}} 0"),
+            ] {
+                assert!(text.contains(&line), "missing {line} in\n{text}");
+            }
+        }
         let m = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
         for _ in 0..3 {
             m.observe(Route::Api, 503, 0.001, 0, 0);
@@ -363,9 +383,11 @@ mod tests {
             "btp_gateway_requests_total{route=\"static\",status=\"999\"} 1",
             "btp_gateway_request_duration_seconds_count{route=\"admin\"} 2",
             "btp_gateway_request_duration_seconds_count{route=\"api\"} 3",
+            "btp_gateway_request_duration_seconds_count{route=\"config\"} 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
-        assert!(!text.contains("route=\"config\""), "{text}");
+        // Statuses nothing answered yet stay unlisted.
+        assert!(!text.contains("status=\"404\""), "{text}");
     }
 }
