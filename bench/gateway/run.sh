@@ -158,15 +158,29 @@ EOF
 mkdir -p "$WORK/data"
 
 mkdir -p "$WORK/nginx/logs"
+# The security headers the gateway puts on every response (gateway/src/respond.rs),
+# HSTS over TLS only: nginx sends the same ones, static and proxied. (add_header is not
+# inherited by a location that has its own, so each location includes them.)
+cat >"$WORK/nginx/security.conf" <<'EOF'
+add_header X-Content-Type-Options nosniff always;
+add_header Referrer-Policy no-referrer always;
+add_header X-Frame-Options DENY always;
+add_header Content-Security-Policy "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'" always;
+add_header Strict-Transport-Security $hsts always;
+EOF
 # What both nginx servers (plain and TLS) serve: the same as the gateway's routes.
 cat >"$WORK/nginx/site.conf" <<EOF
 root $WORK/nginx-static;
 location / {
     try_files \$uri \$uri/ /index.html;
-    add_header X-Content-Type-Options nosniff;
+    include $WORK/nginx/security.conf;
 }
-location = /index.html { add_header Cache-Control no-cache; }
+location = /index.html {
+    add_header Cache-Control no-cache;
+    include $WORK/nginx/security.conf;
+}
 location /api/ {
+    include $WORK/nginx/security.conf;
     proxy_pass http://api;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
@@ -195,6 +209,8 @@ http {
     gzip_vary on;
     client_body_temp_path $WORK/nginx/body;
     proxy_temp_path $WORK/nginx/proxy;
+    # An empty value sends no header: HSTS over HTTPS only, as the gateway.
+    map \$scheme \$hsts { https "max-age=63072000; includeSubDomains"; default ""; }
     upstream api { server 127.0.0.1:$API_PORT; keepalive 64; }
     server {
         listen 127.0.0.1:$NGINX_PORT;
@@ -267,9 +283,10 @@ url() { # side scenario -> the URL the scenario loads on that side
 }
 
 # Both sides must answer each scenario the same way before they are timed: the status,
-# the HTTP version, and the Content-Encoding (so gzip_static is known to work).
-check() { # url expected-status expected-http-version curl-args... -> content-encoding
-    local url=$1 status=$2 version=$3 out code got encoding
+# the HTTP version, the Content-Encoding (so gzip_static is known to work) and the
+# security headers.
+check() { # url expected-status expected-http-version curl-args... -> "encoding headers..."
+    local url=$1 status=$2 version=$3 out code got encoding security
     shift 3
     out="$(curl -ks --max-time 10 -o /dev/null -D "$WORK/check.headers" \
         -w '%{http_code} %{http_version}' "$@" "$url")" || true
@@ -279,7 +296,11 @@ check() { # url expected-status expected-http-version curl-args... -> content-en
         exit 1
     }
     encoding="$(tr -d '\r' <"$WORK/check.headers" | awk 'tolower($1) == "content-encoding:" {print $2}')"
-    echo "${encoding:-identity}"
+    # And the same security headers (names; HSTS over TLS only).
+    security="$(tr -d '\r' <"$WORK/check.headers" | awk '{h = tolower($1)}
+        h ~ /^(x-content-type-options|referrer-policy|x-frame-options|content-security-policy|strict-transport-security):$/ {print h}' \
+        | sort | tr '\n' ' ')"
+    echo "${encoding:-identity} $security"
 }
 check_scenario() { # scenario: both sides, same status, protocol and encoding
     local args=(-H "Accept: ${ACCEPT[$1]}" -H 'Accept-Encoding: gzip') version=1.1 g n
@@ -295,7 +316,7 @@ check_scenario() { # scenario: both sides, same status, protocol and encoding
     g="$(check "$(url gateway "$1")" 200 "$version" "${args[@]}")"
     n="$(check "$(url nginx "$1")" 200 "$version" "${args[@]}")"
     [[ "$g" == "$n" ]] || {
-        echo "$1: gateway answers with Content-Encoding $g, nginx with $n; not comparable" >&2
+        echo "$1: gateway answers with Content-Encoding and security headers '$g', nginx with '$n'; not comparable" >&2
         exit 1
     }
 }
