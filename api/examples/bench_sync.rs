@@ -53,9 +53,11 @@ impl Bench {
     }
 
     /// Push `count` ops for one user in batches of BATCH: creates, then every fifth
-    /// batch updates of rows already created. Returns the ops pushed.
+    /// batch updates of rows already created, each based on the row's seq as the last
+    /// ack said (`base_seq`, as the web app sends it). Returns the ops pushed.
     async fn push_many(&self, token: &str, count: usize) -> anyhow::Result<usize> {
         let mut ids: Vec<String> = Vec::new();
+        let mut seqs: std::collections::HashMap<String, i64> = Default::default();
         let mut pushed = 0;
         let mut b = 0;
         while pushed < count {
@@ -64,6 +66,7 @@ impl Bench {
                     if b % 5 == 4 && !ids.is_empty() {
                         let id = &ids[(b * 31 + i * 7) % ids.len()];
                         json!({"op_id": uuid::Uuid::new_v4().to_string(), "kind": "update", "id": id,
+                               "base_seq": seqs.get(id).copied().unwrap_or(0),
                                "data": {"progress": (b + i) % 101}})
                     } else {
                         let id = uuid::Uuid::new_v4().to_string();
@@ -78,12 +81,24 @@ impl Bench {
                 })
                 .collect();
             pushed += ops.len();
-            self.post(
-                "/api/sync/push",
-                Some(token),
-                &json!({"client_id": "bench", "session_id": "bench", "ops": ops}),
-            )
-            .await?;
+            let ids_sent: Vec<String> = ops
+                .iter()
+                .map(|op| op["id"].as_str().unwrap_or_default().to_string())
+                .collect();
+            let resp = self
+                .post(
+                    "/api/sync/push",
+                    Some(token),
+                    &json!({"client_id": "bench", "session_id": "bench", "ops": ops}),
+                )
+                .await?;
+            let acks = resp["acks"].as_array().context("acks")?;
+            for (id, ack) in ids_sent.into_iter().zip(acks) {
+                anyhow::ensure!(ack["status"] == "applied", "not applied: {ack}");
+                if let Some(seq) = ack["seq"].as_i64() {
+                    seqs.insert(id, seq);
+                }
+            }
             b += 1;
         }
         Ok(pushed)

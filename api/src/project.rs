@@ -67,6 +67,59 @@ pub struct Project {
     pub created_at: i64,
     pub updated_at: i64,
     pub deleted_at: Option<i64>,
+    /// The seq of each field's last change, which is what tells a stale edit from a
+    /// current one (docs/SYNC.md, "Conflicts"). Read only where rows are written (a
+    /// push); empty on rows read to be shown.
+    pub field_seqs: FieldSeqs,
+}
+
+/// The editable fields, in the order [`FieldSeqs`], [`Project::value`] and
+/// [`Patch::value`] index them.
+pub const FIELDS: [&str; 9] = [
+    "name",
+    "client",
+    "city",
+    "budget_centimes",
+    "status",
+    "start_date",
+    "end_date",
+    "progress",
+    "notes",
+];
+
+/// The seq of each field's last change, by [`FIELDS`] position; `None` where it is not
+/// known (a row last written before field seqs were kept): such a field counts as
+/// changed at the row's own seq.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSeqs([Option<i64>; FIELDS.len()]);
+
+impl FieldSeqs {
+    /// When field `i` last changed, on a row whose own seq is `row_seq`.
+    pub fn last_change(&self, i: usize, row_seq: i64) -> i64 {
+        self.0.get(i).copied().flatten().unwrap_or(row_seq)
+    }
+
+    /// As stored: a JSON object of field name to seq.
+    pub fn to_json(&self) -> String {
+        let map: Map<String, Value> = FIELDS
+            .iter()
+            .zip(self.0)
+            .filter_map(|(name, seq)| Some((name.to_string(), Value::from(seq?))))
+            .collect();
+        Value::Object(map).to_string()
+    }
+
+    /// From its stored form; names it does not know are ignored.
+    pub fn from_json(text: &str) -> Result<FieldSeqs, String> {
+        let map: Map<String, Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut seqs = FieldSeqs::default();
+        for (i, name) in FIELDS.iter().enumerate() {
+            if let Some(v) = map.get(*name) {
+                seqs.0[i] = Some(v.as_i64().ok_or_else(|| format!("field seq {v}"))?);
+            }
+        }
+        Ok(seqs)
+    }
 }
 
 impl Project {
@@ -94,6 +147,7 @@ impl Project {
             created_at: now,
             updated_at: now,
             deleted_at: None,
+            field_seqs: FieldSeqs::default(),
         };
         project.merge(patch);
         project.check_dates()?;
@@ -107,6 +161,34 @@ impl Project {
         project.updated_at = now;
         project.check_dates()?;
         Ok(project)
+    }
+
+    /// Field `i` of [`FIELDS`] as a client sees it (the JSON of a pull).
+    pub fn value(&self, i: usize) -> Value {
+        let date = |d: Option<NaiveDate>| d.map_or(Value::Null, |d| Value::from(d.to_string()));
+        match i {
+            0 => Value::from(self.name.as_str()),
+            1 => Value::from(self.client.as_str()),
+            2 => Value::from(self.city.as_str()),
+            3 => Value::from(self.budget_centimes),
+            4 => Value::from(self.status.as_str()),
+            5 => date(self.start_date),
+            6 => date(self.end_date),
+            7 => Value::from(self.progress),
+            _ => Value::from(self.notes.as_str()),
+        }
+    }
+
+    /// Stamp `seq` on every field whose value differs from `before` (all of them for a
+    /// new row); the others keep when they last changed (a field whose last change was
+    /// not known gets `before`'s seq, the latest it can have been).
+    pub fn mark_changed(&mut self, before: Option<&Project>, seq: i64) {
+        for i in 0..FIELDS.len() {
+            self.field_seqs.0[i] = Some(match before {
+                Some(b) if b.value(i) == self.value(i) => b.field_seqs.last_change(i, b.seq),
+                _ => seq,
+            });
+        }
     }
 
     fn merge(&mut self, patch: &Patch) {
@@ -214,6 +296,42 @@ pub struct Patch {
 impl Patch {
     pub fn is_empty(&self) -> bool {
         *self == Patch::default()
+    }
+
+    /// Field `i` of [`FIELDS`] as sent, in the JSON a pull would show it; `None` if not
+    /// sent.
+    pub fn value(&self, i: usize) -> Option<Value> {
+        let text = |v: &Option<String>| v.as_deref().map(Value::from);
+        let date = |d: &Option<Option<NaiveDate>>| {
+            d.map(|d| d.map_or(Value::Null, |d| Value::from(d.to_string())))
+        };
+        match i {
+            0 => text(&self.name),
+            1 => text(&self.client),
+            2 => text(&self.city),
+            3 => self.budget_centimes.map(Value::from),
+            4 => self.status.map(|s| Value::from(s.as_str())),
+            5 => date(&self.start_date),
+            6 => date(&self.end_date),
+            7 => self.progress.map(Value::from),
+            _ => text(&self.notes),
+        }
+    }
+
+    /// This patch without field `i` of [`FIELDS`].
+    pub fn without(mut self, i: usize) -> Patch {
+        match i {
+            0 => self.name = None,
+            1 => self.client = None,
+            2 => self.city = None,
+            3 => self.budget_centimes = None,
+            4 => self.status = None,
+            5 => self.start_date = None,
+            6 => self.end_date = None,
+            7 => self.progress = None,
+            _ => self.notes = None,
+        }
+        self
     }
 
     /// Parse and validate a JSON object of project fields. Every bad field is reported,

@@ -132,6 +132,37 @@ test('sync:pull over the socket answers exactly what POST /api/sync/pull answers
   }
 });
 
+test('sync:push carries base_seq: a stale field comes back as a conflict with both values, the other fields apply and reach the other device', async () => {
+  const u = await register(sys.url, 'stale');
+  const a = await device(sys.url, u.token, 'stale-a', { transports: ['websocket'] });
+  const b = await device(sys.url, u.token, 'stale-b', { transports: ['websocket'] });
+  try {
+    const create = createOp('École Meknès');
+    const created = await push(a, 'stale-a', [create]);
+    const base = created.acks[0].seq;
+    const edit = (data, baseSeq) => ({ op_id: randomUUID(), kind: 'update', id: create.id, base_seq: baseSeq, data });
+    const fromB = await push(b, 'stale-b', [edit({ progress: 30 }, base)]);
+    assert.equal(fromB.acks[0].status, 'applied', JSON.stringify(fromB));
+    const fromA = await push(a, 'stale-a', [edit({ progress: 15, city: 'Meknès' }, base)]);
+    const ack = fromA.acks[0];
+    assert.equal(ack.status, 'conflict', JSON.stringify(fromA));
+    assert.equal(ack.reason, 'stale');
+    assert.deepEqual(ack.fields, { progress: { current: 30, yours: 15 } });
+    assert.ok(ack.seq > fromB.acks[0].seq, JSON.stringify(ack));
+    // B sees A's city, never a progress of 15.
+    await eventually(() => b.received.some((r) => r.payload.to === ack.seq), 'B to receive the city');
+    const last = b.received.at(-1).payload.changes.find((c) => c.id === create.id);
+    assert.equal(last.project.city, 'Meknès');
+    assert.equal(last.project.progress, 30);
+    const stale = await push(a, 'stale-a', [{ op_id: randomUUID(), kind: 'delete', id: create.id, base_seq: base }]);
+    assert.equal(stale.acks[0].reason, 'stale', JSON.stringify(stale));
+    assert.equal(stale.acks[0].project.progress, 30);
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
 test('a bad or missing token is refused with CONNECT_ERROR unauthorized', async () => {
   for (const auth of [{ token: 'btp_forged', clientSessionId: 'x' }, {}]) {
     const socket = io(sys.url, { auth, transports: ['websocket'], reconnection: false });

@@ -121,6 +121,7 @@ async fn write(
         kind,
         id: id.to_string(),
         patch,
+        base_seq: None,
     };
     state.sync.rest_op(&authed.caller, op, &session).await
 }

@@ -44,7 +44,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use crate::bus::{Bus, ChangeBatch};
-use crate::project::{parse_date, Project, Status};
+use crate::project::{parse_date, FieldSeqs, Project, Status};
 use crate::sync::apply::{self, Applied};
 use crate::sync::checksum::Checksum;
 use crate::sync::pull::{self, Cursor, Plan, PullResponse};
@@ -534,8 +534,17 @@ impl StoredRow {
             created_at,
             updated_at,
             deleted_at,
+            field_seqs: FieldSeqs::default(),
         })
     }
+}
+
+/// A row a push loads: `project_cols!()` then `field_seqs` (column 14).
+fn written_project_of(row: &AnyRow) -> Result<Project> {
+    let mut project = project_of(row)?;
+    let text: String = row.try_get(14)?;
+    project.field_seqs = FieldSeqs::from_json(&text).map_err(StoreError::Corrupt)?;
+    Ok(project)
 }
 
 /// Decode a row selected with `project_cols!()`, by position (name lookups cost a hash

@@ -29,7 +29,9 @@ use sqlx::{Any, Row, Transaction};
 use tokio::task::JoinHandle;
 
 use super::accounts::RevocationNotice;
-use super::{ack_of, ack_text, project_of, Result, Store, StoreError, CHANNEL, REVOCATIONS};
+use super::{
+    ack_of, ack_text, written_project_of, Result, Store, StoreError, CHANNEL, REVOCATIONS,
+};
 use crate::bus::{ChangeBatch, Revocation};
 use crate::project::Project;
 use crate::sync::apply::Applied;
@@ -62,10 +64,10 @@ pub(super) async fn load(
          FROM json_array_elements_text($2::json) AS k (id) \
          CROSS JOIN LATERAL (SELECT ",
         project_cols!(),
-        " FROM projects WHERE user_id = $1 AND id = k.id OFFSET 0) AS p \
+        ", field_seqs FROM projects WHERE user_id = $1 AND id = k.id OFFSET 0) AS p \
          UNION ALL \
          SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-         NULL, NULL, a.op_id, a.ack \
+         NULL, NULL, NULL, a.op_id, a.ack \
          FROM json_array_elements_text($3::json) AS k (op_id) \
          CROSS JOIN LATERAL (SELECT op_id, ack FROM op_acks \
          WHERE user_id = $1 AND op_id = k.op_id OFFSET 0) AS a"
@@ -78,12 +80,12 @@ pub(super) async fn load(
     let mut rows = HashMap::with_capacity(ids.len());
     let mut acks = HashMap::new();
     for row in found {
-        match row.try_get::<Option<String>, _>(15)? {
+        match row.try_get::<Option<String>, _>(16)? {
             Some(text) => {
-                acks.insert(row.try_get(14)?, ack_of(&text)?);
+                acks.insert(row.try_get(15)?, ack_of(&text)?);
             }
             None => {
-                let p = project_of(&row)?;
+                let p = written_project_of(&row)?;
                 rows.insert(p.id.clone(), p);
             }
         }
@@ -108,6 +110,7 @@ struct RowParam<'a> {
     created_at: i64,
     updated_at: i64,
     deleted_at: Option<i64>,
+    field_seqs: String,
 }
 
 #[derive(Serialize)]
@@ -154,6 +157,7 @@ pub(super) async fn write(
             created_at: p.created_at,
             updated_at: p.updated_at,
             deleted_at: p.deleted_at,
+            field_seqs: p.field_seqs.to_json(),
         })
         .collect();
     let acks = applied
@@ -184,18 +188,19 @@ pub(super) async fn write(
     sqlx::query(concat!(
         "WITH changed AS (INSERT INTO projects (user_id, ",
         project_cols!(),
-        ") SELECT $1, ",
+        ", field_seqs) SELECT $1, ",
         project_cols!(),
-        " FROM json_to_recordset($2::json) AS r (id text, seq bigint, name text, \
+        ", field_seqs FROM json_to_recordset($2::json) AS r (id text, seq bigint, name text, \
          client text, city text, budget_centimes bigint, status text, start_date text, \
          end_date text, progress bigint, notes text, created_at bigint, updated_at bigint, \
-         deleted_at bigint) \
+         deleted_at bigint, field_seqs text) \
          ON CONFLICT (user_id, id) DO UPDATE SET seq = excluded.seq, name = excluded.name, \
          client = excluded.client, city = excluded.city, \
          budget_centimes = excluded.budget_centimes, status = excluded.status, \
          start_date = excluded.start_date, end_date = excluded.end_date, \
          progress = excluded.progress, notes = excluded.notes, \
-         updated_at = excluded.updated_at, deleted_at = excluded.deleted_at), \
+         updated_at = excluded.updated_at, deleted_at = excluded.deleted_at, \
+         field_seqs = excluded.field_seqs), \
          acked AS (INSERT INTO op_acks (user_id, op_id, ack, created_at) \
          SELECT $1, op_id, ack, $4 FROM json_to_recordset($3::json) AS a (op_id text, ack text)), \
          logged AS (INSERT INTO change_log (user_id, seq, change, created_at) \

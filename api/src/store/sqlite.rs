@@ -18,12 +18,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction};
 use sqlx::{ConnectOptions, Connection};
 
-use super::{project_of, Result, StoreError, StoredRow};
+use super::{written_project_of, Result, StoreError, StoredRow};
 use crate::project::Project;
 use crate::sync::apply::Applied;
 use crate::sync::Ack;
 
-/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters with 15
+/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters with 16
 /// columns a row.
 const CHUNK: usize = 200;
 
@@ -73,7 +73,7 @@ pub(super) async fn load(
     let mut rows = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK * 4) {
         let sql = format!(
-            "SELECT {} FROM projects WHERE user_id = ? AND id IN ({})",
+            "SELECT {}, field_seqs FROM projects WHERE user_id = ? AND id IN ({})",
             project_cols!(),
             params(chunk.len())
         );
@@ -82,7 +82,7 @@ pub(super) async fn load(
             q = q.bind(id);
         }
         for row in q.fetch_all(&mut **tx).await? {
-            let p = project_of(&row)?;
+            let p = written_project_of(&row)?;
             rows.insert(p.id.clone(), p);
         }
     }
@@ -113,15 +113,16 @@ pub(super) async fn write(
     now: i64,
 ) -> Result<()> {
     for chunk in applied.writes.chunks(CHUNK) {
-        let rows = vec![format!("({})", params(15)); chunk.len()].join(", ");
+        let rows = vec![format!("({})", params(16)); chunk.len()].join(", ");
         let sql = format!(
-            "INSERT INTO projects (user_id, {}) VALUES {rows} \
+            "INSERT INTO projects (user_id, {}, field_seqs) VALUES {rows} \
              ON CONFLICT (user_id, id) DO UPDATE SET seq = excluded.seq, name = excluded.name, \
              client = excluded.client, city = excluded.city, \
              budget_centimes = excluded.budget_centimes, status = excluded.status, \
              start_date = excluded.start_date, end_date = excluded.end_date, \
              progress = excluded.progress, notes = excluded.notes, \
-             updated_at = excluded.updated_at, deleted_at = excluded.deleted_at",
+             updated_at = excluded.updated_at, deleted_at = excluded.deleted_at, \
+             field_seqs = excluded.field_seqs",
             project_cols!(),
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
@@ -141,7 +142,8 @@ pub(super) async fn write(
                 .bind(&p.notes)
                 .bind(p.created_at)
                 .bind(p.updated_at)
-                .bind(p.deleted_at);
+                .bind(p.deleted_at)
+                .bind(p.field_seqs.to_json());
         }
         q.execute(&mut **tx).await?;
     }

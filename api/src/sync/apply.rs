@@ -6,17 +6,22 @@
 //! - an op id seen before answers its stored ack and changes nothing;
 //! - `create` of a new id inserts; of a live id it writes the sent fields over the row
 //!   (a retried create after a lost ack must not fail); of a deleted id it is a conflict;
-//! - `update` writes only the sent fields (field-level last writer wins, in server
-//!   order); of a deleted row it is a conflict, never a resurrection;
-//! - `delete` of a live row writes the tombstone; of a tombstone it is applied without a
-//!   new change. This is the only place a tombstone is ever created.
+//! - `update` writes only the sent fields; of a deleted row it is a conflict, never a
+//!   resurrection. With a `base_seq`, a sent field that changed after it (on another
+//!   device) and now holds another value is not written: the ack is a `stale` conflict
+//!   naming it, and the op's other fields are applied. Without one, the sent fields win
+//!   (clients from before conflicts were reported);
+//! - `delete` of a live row writes the tombstone, unless its `base_seq` is older than
+//!   the row's last change (a `stale` conflict: the user confirms on what is there now);
+//!   of a tombstone it is applied without a new change. This is the only place a
+//!   tombstone is ever created.
 //! - ids the user does not own do not exist for them: `not_found`, never a hint.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::checksum::Checksum;
-use super::{Ack, Op, OpInput, OpKind, SyncState};
-use crate::project::Project;
+use super::{Ack, Op, OpInput, OpKind, Stale, SyncState};
+use crate::project::{Patch, Project, FIELDS};
 
 /// What an applied op did, beyond its ack (the REST routes need the difference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +77,12 @@ pub fn apply(
     let mut before: HashMap<String, Option<i64>> = HashMap::new();
     let mut outcomes = Vec::with_capacity(ops.len());
     let mut new_acks = Vec::new();
+    // Rows as they were before the batch, kept once a row changes in a batch where some
+    // op carries a base.
+    let mut originals: HashMap<String, Option<Project>> = HashMap::new();
+    let batch_has_bases = ops
+        .iter()
+        .any(|input| matches!(input, OpInput::Valid(op) if op.base_seq.is_some()));
 
     for input in ops {
         let (op, kind) = match input {
@@ -99,12 +110,23 @@ pub fn apply(
             continue;
         }
         let current = rows.get(&op.id);
-        let (outcome, new_row) = decide(&op, current, seq + 1, now);
+        // What the row was before this batch: an op is never stale against an earlier op
+        // of its own batch (one sender, which made them in that order).
+        let original = match originals.get(&op.id) {
+            Some(original) => original.as_ref(),
+            None => current,
+        };
+        let (outcome, new_row) = decide(&op, current, original, seq + 1, now);
         if let Some(row) = new_row {
             seq += 1;
             before
                 .entry(op.id.clone())
                 .or_insert_with(|| current.filter(|r| r.is_live()).map(|r| r.seq));
+            if batch_has_bases {
+                originals
+                    .entry(op.id.clone())
+                    .or_insert_with(|| current.cloned());
+            }
             rows.insert(op.id.clone(), row);
         }
         stored_acks.insert(op.op_id.clone(), outcome.ack.clone());
@@ -146,9 +168,12 @@ pub fn apply(
 
 /// The decision for one op against the row it names. Returns the ack and, when the row
 /// changes, its new state stamped with `next_seq`.
+/// `original` is the row as it was before the batch, which is what an op's base is
+/// compared with.
 fn decide(
     op: &Op,
     current: Option<&Project>,
+    original: Option<&Project>,
     next_seq: i64,
     now: i64,
 ) -> (Outcome, Option<Project>) {
@@ -165,10 +190,15 @@ fn decide(
             kind,
         )
     };
-    let changed = |mut row: Project| {
+    // `row` is the new state of `before` (`None`: a new row); `ack` the answer, applied
+    // unless said otherwise.
+    let changed = |mut row: Project, before: Option<&Project>, ack: Option<Ack>| {
         row.seq = next_seq;
+        if row.is_live() {
+            row.mark_changed(before, next_seq);
+        }
         let outcome = Outcome {
-            ack: Ack::applied(&op.op_id, next_seq),
+            ack: ack.unwrap_or_else(|| Ack::applied(&op.op_id, next_seq)),
             effect: Effect::Changed,
             kind,
         };
@@ -176,9 +206,15 @@ fn decide(
     };
     let invalid = |errors: Vec<_>| (refused(Ack::invalid_fields(&op.op_id, &errors), kind), None);
 
+    // The op's base, when the row changed after it before this batch.
+    let stale_base = || {
+        let original = original?;
+        op.base_seq.filter(|base| original.seq > *base)
+    };
+
     match (op.kind, current) {
         (OpKind::Create, None) => match Project::create(op.id.clone(), &op.patch, now) {
-            Ok(row) => changed(row),
+            Ok(row) => changed(row, None, None),
             Err(errors) => invalid(errors),
         },
         (OpKind::Create | OpKind::Update, Some(row)) if !row.is_live() => (conflict(), None),
@@ -190,8 +226,29 @@ fn decide(
             };
             (outcome, None)
         }
+        (OpKind::Update, Some(row)) if stale_base().is_some() => {
+            let base = stale_base().unwrap_or_default();
+            let (patch, stale) = split_stale(&op.patch, row, original.unwrap_or(row), base);
+            if stale.is_empty() {
+                return match row.patched(&patch, now) {
+                    Ok(new) => changed(new, Some(row), None),
+                    Err(errors) => invalid(errors),
+                };
+            }
+            if patch.is_empty() {
+                let ack = Ack::stale_fields(&op.op_id, stale, None);
+                return (refused(ack, kind), None);
+            }
+            match row.patched(&patch, now) {
+                Ok(new) => {
+                    let ack = Ack::stale_fields(&op.op_id, stale, Some(next_seq));
+                    changed(new, Some(row), Some(ack))
+                }
+                Err(errors) => invalid(errors),
+            }
+        }
         (OpKind::Create | OpKind::Update, Some(row)) => match row.patched(&op.patch, now) {
-            Ok(row) => changed(row),
+            Ok(new) => changed(new, Some(row), None),
             Err(errors) => invalid(errors),
         },
         (OpKind::Update | OpKind::Delete, None) => (not_found(), None),
@@ -203,13 +260,42 @@ fn decide(
             };
             (outcome, None)
         }
+        (OpKind::Delete, Some(row)) if stale_base().is_some() => {
+            let current = serde_json::to_value(row).unwrap_or_default();
+            (refused(Ack::stale_delete(&op.op_id, current), kind), None)
+        }
         (OpKind::Delete, Some(row)) => {
-            let mut row = row.clone();
-            row.deleted_at = Some(now);
-            row.updated_at = now;
-            changed(row)
+            let mut gone = row.clone();
+            gone.deleted_at = Some(now);
+            gone.updated_at = now;
+            changed(gone, Some(row), None)
         }
     }
+}
+
+/// Split `patch` against `row` for an edit made on the row as of seq `base`: the fields
+/// that may be written, and those that changed after `base` (before this batch: see
+/// `original`) and now hold a value other than the one sent (a field sent with the value
+/// it already has is no conflict).
+fn split_stale(
+    patch: &Patch,
+    row: &Project,
+    original: &Project,
+    base: i64,
+) -> (Patch, BTreeMap<String, Stale>) {
+    let mut writable = patch.clone();
+    let mut stale = BTreeMap::new();
+    for (i, name) in FIELDS.iter().enumerate() {
+        let Some(yours) = patch.value(i) else {
+            continue;
+        };
+        let current = row.value(i);
+        if original.field_seqs.last_change(i, original.seq) > base && current != yours {
+            writable = writable.without(i);
+            stale.insert(name.to_string(), Stale { current, yours });
+        }
+    }
+    (writable, stale)
 }
 
 fn refused(ack: Ack, kind: Option<OpKind>) -> Outcome {
@@ -337,6 +423,193 @@ mod tests {
         assert_eq!(again.outcomes[0].effect, Effect::Duplicate);
         assert!(again.writes.is_empty());
         assert_eq!(again.state, first.state);
+    }
+
+    /// A created at seq 1, then `progress` set to 30 by another device that had seq 1.
+    fn edited_elsewhere() -> Applied {
+        let first = apply(
+            empty(),
+            HashMap::new(),
+            HashMap::new(),
+            vec![op(
+                json!({"op_id": "c", "kind": "create", "id": A, "data": {"name": "École", "city": "Fès"}}),
+            )],
+            1,
+        );
+        apply(
+            first.state,
+            rows_of(&first),
+            HashMap::new(),
+            vec![op(
+                json!({"op_id": "b", "kind": "update", "id": A, "base_seq": 1, "data": {"progress": 30}}),
+            )],
+            2,
+        )
+    }
+
+    #[test]
+    fn a_stale_field_is_not_written_and_the_others_are() {
+        let before = edited_elsewhere();
+        assert_eq!(before.outcomes[0].ack.status, AckStatus::Applied);
+        let out = apply(
+            before.state,
+            rows_of(&before),
+            HashMap::new(),
+            vec![op(
+                json!({"op_id": "a", "kind": "update", "id": A, "base_seq": 1,
+                "data": {"progress": 15, "city": "Rabat", "name": "École"}}),
+            )],
+            3,
+        );
+        let ack = &out.outcomes[0].ack;
+        assert_eq!(ack.status, AckStatus::Conflict);
+        assert_eq!(ack.reason.as_deref(), Some("stale"));
+        assert_eq!(ack.seq, Some(3));
+        let fields = ack.fields.clone().unwrap_or_default();
+        assert_eq!(fields.keys().collect::<Vec<_>>(), ["progress"]);
+        assert_eq!(fields["progress"].current, json!(30));
+        assert_eq!(fields["progress"].yours, json!(15));
+        assert_eq!(out.outcomes[0].effect, Effect::Changed);
+        let row = &out.writes[0];
+        assert_eq!((row.progress, row.city.as_str(), row.seq), (30, "Rabat", 3));
+        // The next stale edit of the city, made before seq 3, now conflicts too.
+        let again = apply(
+            out.state,
+            rows_of(&out),
+            HashMap::new(),
+            vec![op(
+                json!({"op_id": "d", "kind": "update", "id": A, "base_seq": 2,
+                "data": {"city": "Tanger"}}),
+            )],
+            4,
+        );
+        assert_eq!(again.outcomes[0].ack.status, AckStatus::Conflict);
+        assert_eq!(again.outcomes[0].ack.seq, None);
+        assert_eq!(again.outcomes[0].effect, Effect::Refused);
+        assert!(again.writes.is_empty());
+        assert_eq!(again.state, out.state);
+    }
+
+    #[test]
+    fn an_edit_on_a_current_base_or_without_one_is_written() {
+        let before = edited_elsewhere();
+        let ops = vec![
+            // Based on the change it overwrites.
+            op(
+                json!({"op_id": "1", "kind": "update", "id": A, "base_seq": 2, "data": {"progress": 40}}),
+            ),
+            // Stale, but the field it sends has not changed since its base.
+            op(
+                json!({"op_id": "2", "kind": "update", "id": A, "base_seq": 1, "data": {"name": "Lycée"}}),
+            ),
+            // Stale, sending the value the field already has.
+            op(
+                json!({"op_id": "3", "kind": "update", "id": A, "base_seq": 1, "data": {"progress": 40}}),
+            ),
+            // No base: an older client; it overwrites.
+            op(json!({"op_id": "4", "kind": "update", "id": A, "data": {"progress": 5}})),
+        ];
+        let out = apply(before.state, rows_of(&before), HashMap::new(), ops, 3);
+        for o in &out.outcomes {
+            assert_eq!(o.ack.status, AckStatus::Applied, "{:?}", o.ack);
+        }
+        assert_eq!(out.writes[0].progress, 5);
+        assert_eq!(out.writes[0].name, "Lycée");
+    }
+
+    #[test]
+    fn ops_of_one_batch_are_not_stale_against_each_other() {
+        let before = edited_elsewhere();
+        let out = apply(
+            before.state,
+            rows_of(&before),
+            HashMap::new(),
+            vec![
+                op(
+                    json!({"op_id": "1", "kind": "update", "id": A, "base_seq": 2, "data": {"progress": 40}}),
+                ),
+                op(
+                    json!({"op_id": "2", "kind": "update", "id": A, "base_seq": 2, "data": {"progress": 45}}),
+                ),
+                // Stale against the change before the batch, whatever the batch did since.
+                op(
+                    json!({"op_id": "3", "kind": "update", "id": A, "base_seq": 1, "data": {"progress": 50}}),
+                ),
+                op(json!({"op_id": "4", "kind": "delete", "id": A, "base_seq": 2})),
+            ],
+            3,
+        );
+        let statuses: Vec<_> = out.outcomes.iter().map(|o| o.ack.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                AckStatus::Applied,
+                AckStatus::Applied,
+                AckStatus::Conflict,
+                AckStatus::Applied
+            ]
+        );
+        assert_eq!(
+            out.outcomes[2].ack.fields.clone().unwrap_or_default()["progress"].current,
+            json!(45)
+        );
+        assert_eq!(out.state.live_count, 0);
+    }
+
+    #[test]
+    fn a_stale_delete_is_refused_with_the_project_and_a_current_one_applies() {
+        let before = edited_elsewhere();
+        let out = apply(
+            before.state,
+            rows_of(&before),
+            HashMap::new(),
+            vec![op(
+                json!({"op_id": "x", "kind": "delete", "id": A, "base_seq": 1}),
+            )],
+            3,
+        );
+        let ack = &out.outcomes[0].ack;
+        assert_eq!(
+            (ack.status, ack.reason.as_deref()),
+            (AckStatus::Conflict, Some("stale"))
+        );
+        assert_eq!(
+            ack.project.as_ref().map(|p| p["progress"].clone()),
+            Some(json!(30))
+        );
+        assert!(out.writes.is_empty());
+        let out = apply(
+            before.state,
+            rows_of(&before),
+            HashMap::new(),
+            vec![op(
+                json!({"op_id": "y", "kind": "delete", "id": A, "base_seq": 2}),
+            )],
+            3,
+        );
+        assert_eq!(out.outcomes[0].ack.status, AckStatus::Applied);
+        assert_eq!(out.state.live_count, 0);
+    }
+
+    #[test]
+    fn a_row_from_before_field_seqs_counts_every_field_as_changed_at_its_seq() {
+        let mut legacy = rows_of(&edited_elsewhere());
+        if let Some(row) = legacy.get_mut(A) {
+            row.field_seqs = Default::default();
+        }
+        let state = edited_elsewhere().state;
+        let out = apply(
+            state,
+            legacy,
+            HashMap::new(),
+            vec![op(
+                json!({"op_id": "a", "kind": "update", "id": A, "base_seq": 1,
+                "data": {"city": "Rabat"}}),
+            )],
+            3,
+        );
+        // Fès → Rabat on a row changed at seq 2 whose city's own history is unknown.
+        assert_eq!(out.outcomes[0].ack.reason.as_deref(), Some("stale"));
     }
 
     #[test]

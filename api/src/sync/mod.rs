@@ -11,6 +11,8 @@ pub mod checksum;
 pub mod pull;
 pub mod service;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -51,6 +53,20 @@ pub struct Ack {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// A `stale` update: the fields not written, each with the server's value and the
+    /// op's (the op's other fields were applied, and `seq` says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, Stale>>,
+    /// A `stale` delete: the project as it is now, which the user did not see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Value>,
+}
+
+/// One field of a stale update: what the server has, what the op sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stale {
+    pub current: Value,
+    pub yours: Value,
 }
 
 impl Ack {
@@ -62,6 +78,8 @@ impl Ack {
             reason: None,
             message: None,
             field: None,
+            fields: None,
+            project: None,
         }
     }
 
@@ -73,6 +91,37 @@ impl Ack {
             reason: Some("deleted".into()),
             message: Some(message.into()),
             field: None,
+            fields: None,
+            project: None,
+        }
+    }
+
+    /// An update whose `fields` changed since the op's base: those were not written;
+    /// `seq` is the row's new seq when the op's other fields were.
+    pub fn stale_fields(op_id: &str, fields: BTreeMap<String, Stale>, seq: Option<i64>) -> Ack {
+        Ack {
+            op_id: op_id.to_string(),
+            status: AckStatus::Conflict,
+            seq,
+            reason: Some("stale".into()),
+            message: Some("changed on another device since this edit was made".into()),
+            field: None,
+            fields: Some(fields),
+            project: None,
+        }
+    }
+
+    /// A delete of a project that changed since the op's base: not applied.
+    pub fn stale_delete(op_id: &str, project: Value) -> Ack {
+        Ack {
+            op_id: op_id.to_string(),
+            status: AckStatus::Conflict,
+            seq: None,
+            reason: Some("stale".into()),
+            message: Some("changed on another device since this delete was asked".into()),
+            field: None,
+            fields: None,
+            project: Some(project),
         }
     }
 
@@ -84,6 +133,8 @@ impl Ack {
             reason: Some(reason.into()),
             message: Some(message.into()),
             field: field.map(str::to_string),
+            fields: None,
+            project: None,
         }
     }
 
@@ -126,6 +177,9 @@ pub struct Op {
     pub kind: OpKind,
     pub id: String,
     pub patch: Patch,
+    /// The row's seq in the sender's copy when the user made the edit; `None`: the op
+    /// overwrites whatever is there (clients from before conflicts were reported).
+    pub base_seq: Option<i64>,
 }
 
 /// An op as received: well formed, or already answered with a rejection. `store` says
@@ -175,6 +229,21 @@ pub fn parse_op(value: &Value) -> OpInput {
     let Some(id) = obj.get("id").and_then(Value::as_str).and_then(parse_id) else {
         return invalid(&op_id, "invalid_id", "id must be a UUID", Some("id"), true);
     };
+    let base_seq = match obj.get("base_seq") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64().filter(|n| *n >= 0) {
+            Some(n) => Some(n),
+            None => {
+                return invalid(
+                    &op_id,
+                    "invalid_base_seq",
+                    "base_seq must be a whole number, 0 or more",
+                    Some("base_seq"),
+                    true,
+                )
+            }
+        },
+    };
     let patch = match (kind, obj.get("data")) {
         (OpKind::Delete, _) | (_, None) => Patch::default(),
         (_, Some(data)) => match Patch::from_json(data) {
@@ -192,6 +261,7 @@ pub fn parse_op(value: &Value) -> OpInput {
         kind,
         id,
         patch,
+        base_seq,
     })
 }
 
@@ -210,7 +280,7 @@ pub enum Change {
     Upsert {
         seq: i64,
         id: String,
-        project: Project,
+        project: Box<Project>,
     },
     Delete {
         seq: i64,
@@ -225,7 +295,7 @@ impl Change {
             None => Change::Upsert {
                 seq: row.seq,
                 id: row.id.clone(),
-                project: row,
+                project: Box::new(row),
             },
             Some(at) => Change::Delete {
                 seq: row.seq,
@@ -265,6 +335,16 @@ mod tests {
             (
                 json!({"op_id": "a", "kind": "update", "id": "6f9619ff-8b86-d011-b42d-00c04fc964ff", "data": {"progress": "x"}}),
                 "validation_failed",
+                true,
+            ),
+            (
+                json!({"op_id": "a", "kind": "update", "id": "6f9619ff-8b86-d011-b42d-00c04fc964ff", "base_seq": -1}),
+                "invalid_base_seq",
+                true,
+            ),
+            (
+                json!({"op_id": "a", "kind": "delete", "id": "6f9619ff-8b86-d011-b42d-00c04fc964ff", "base_seq": "3"}),
+                "invalid_base_seq",
                 true,
             ),
         ];

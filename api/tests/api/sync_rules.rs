@@ -1,4 +1,5 @@
 use serde_json::{json, Value};
+use sqlx::Connection;
 
 use crate::support::{checksum, create, delete, update, uuid, Backend, Replica, Server};
 
@@ -12,6 +13,9 @@ both!(
     invalid_ops_are_rejected_while_valid_ops_apply,
     count_and_checksum_describe_the_live_set,
     field_values_come_back_exactly_as_written,
+    a_stale_edit_is_a_conflict_and_the_newer_value_stays,
+    a_stale_delete_is_refused_and_a_current_one_applies,
+    a_row_written_before_field_seqs_reports_stale_edits_conservatively,
 );
 
 async fn a_resent_op_returns_the_same_ack_and_changes_nothing(backend: Backend) {
@@ -392,4 +396,147 @@ async fn field_values_come_back_exactly_as_written(backend: Backend) {
     assert_eq!(p["start_date"], Value::Null);
     assert_eq!(p["notes"], tricky);
     assert_eq!(p["name"], tricky);
+}
+
+/// An op based on the row as of `base`.
+fn based(mut op: Value, base: i64) -> Value {
+    op["base_seq"] = json!(base);
+    op
+}
+
+/// The live row `id` as a pull from 0 shows it.
+async fn row(s: &Server, u: &crate::support::User, id: &str) -> Value {
+    let resp = s.pull(u, &json!(0), None).await;
+    resp["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .map(|c| c["project"].clone())
+        .unwrap_or(Value::Null)
+}
+
+async fn a_stale_edit_is_a_conflict_and_the_newer_value_stays(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("stale").await;
+    let id = uuid();
+    let created = s.push(&u, "a", vec![create(&id, "École Fès")]).await;
+    let base = created["acks"][0]["seq"].as_i64().unwrap();
+    // Device A goes offline and sets 15 % with a note; device B, online, sets 30 %.
+    let a_edit = based(
+        update(
+            &id,
+            json!({"progress": 15, "notes": "dalle coulée", "city": "Fès"}),
+        ),
+        base,
+    );
+    let resp = s
+        .push(
+            &u,
+            "b",
+            vec![based(
+                update(&id, json!({"progress": 30, "notes": "murs"})),
+                base,
+            )],
+        )
+        .await;
+    assert_eq!(resp["acks"][0]["status"], "applied", "{resp}");
+    let b_seq = resp["acks"][0]["seq"].as_i64().unwrap();
+    // A comes back: its progress and notes are stale, its city is not.
+    let resp = s.push(&u, "a", vec![a_edit.clone()]).await;
+    let ack = &resp["acks"][0];
+    assert_eq!(ack["status"], "conflict", "{resp}");
+    assert_eq!(ack["reason"], "stale");
+    assert_eq!(
+        ack["fields"],
+        json!({
+            "notes": {"current": "murs", "yours": "dalle coulée"},
+            "progress": {"current": 30, "yours": 15},
+        })
+    );
+    let applied_seq = ack["seq"].as_i64().expect("the city was applied");
+    assert!(applied_seq > b_seq);
+    let now = row(&s, &u, &id).await;
+    assert_eq!(
+        (now["progress"].clone(), now["notes"].clone()),
+        (json!(30), json!("murs"))
+    );
+    assert_eq!(now["city"], "Fès");
+    // A re-sent op answers the same conflict and changes nothing.
+    let state = s.state.store.sync_state(&u.id).await.unwrap();
+    let again = s.push(&u, "a", vec![a_edit]).await;
+    assert_eq!(again["acks"][0], resp["acks"][0]);
+    assert_eq!(s.state.store.sync_state(&u.id).await.unwrap(), state);
+    // "Keep mine": the same edit on the new base wins.
+    let mine = based(update(&id, json!({"progress": 15})), applied_seq);
+    let resp = s.push(&u, "a", vec![mine]).await;
+    assert_eq!(resp["acks"][0]["status"], "applied", "{resp}");
+    assert_eq!(row(&s, &u, &id).await["progress"], 15);
+    // Count and checksum still describe the live set.
+    let pulled = s.pull(&u, &json!(0), None).await;
+    let live = s.live(&u).await;
+    assert_eq!(pulled["count"], 1);
+    assert_eq!(pulled["checksum"], checksum(&live));
+}
+
+async fn a_stale_delete_is_refused_and_a_current_one_applies(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("staledel").await;
+    let id = uuid();
+    let created = s.push(&u, "a", vec![create(&id, "Villa")]).await;
+    let base = created["acks"][0]["seq"].as_i64().unwrap();
+    let edited = s
+        .push(&u, "b", vec![update(&id, json!({"progress": 60}))])
+        .await;
+    let current = edited["acks"][0]["seq"].as_i64().unwrap();
+    let resp = s.push(&u, "a", vec![based(delete(&id), base)]).await;
+    let ack = &resp["acks"][0];
+    assert_eq!(
+        (ack["status"].clone(), ack["reason"].clone()),
+        (json!("conflict"), json!("stale")),
+        "{resp}"
+    );
+    assert_eq!(ack["project"]["progress"], 60);
+    assert_eq!(ack["seq"], Value::Null);
+    assert_eq!(s.live(&u).await.len(), 1);
+    let resp = s.push(&u, "a", vec![based(delete(&id), current)]).await;
+    assert_eq!(resp["acks"][0]["status"], "applied", "{resp}");
+    assert!(s.live(&u).await.is_empty());
+}
+
+async fn a_row_written_before_field_seqs_reports_stale_edits_conservatively(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("legacy").await;
+    let id = uuid();
+    let created = s.push(&u, "a", vec![create(&id, "Ancien")]).await;
+    let base = created["acks"][0]["seq"].as_i64().unwrap();
+    s.push(&u, "b", vec![update(&id, json!({"progress": 10}))])
+        .await;
+    // As a row written before the column existed.
+    let mut conn = sqlx::AnyConnection::connect(s.state.store.url())
+        .await
+        .expect("database");
+    sqlx::query("UPDATE projects SET field_seqs = '{}' WHERE id = $1")
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .expect("reset field seqs");
+    let resp = s
+        .push(
+            &u,
+            "a",
+            vec![based(update(&id, json!({"city": "Oujda"})), base)],
+        )
+        .await;
+    assert_eq!(resp["acks"][0]["reason"], "stale", "{resp}");
+    assert_eq!(
+        resp["acks"][0]["fields"]["city"],
+        json!({"current": "", "yours": "Oujda"})
+    );
 }
