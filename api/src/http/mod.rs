@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(projects::update)
                 .delete(projects::delete),
         )
+        .route("/api/projects/{id}/history", get(projects::history))
         .route("/api/sync/pull", post(sync::pull))
         .route("/api/sync/push", post(sync::push))
         .with_state(state)

@@ -5,7 +5,9 @@
 //! `X-Client-Session-Id` when sent, else a one-off `rest-<uuid>` so the change is
 //! broadcast to every open session.
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -42,6 +44,34 @@ pub async fn show(
         .map(Json)
         .ok_or_else(ApiError::not_found)
 }
+
+/// `GET /api/projects/{id}/history?limit=N`: who changed what, newest first (N from 1 to
+/// 200, 50 by default). Another user's project does not exist for the caller.
+pub async fn history(
+    State(state): State<AppState>,
+    authed: Authed,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id).ok_or_else(ApiError::not_found)?;
+    let limit = match query.get("limit") {
+        None => HISTORY_LIMIT_DEFAULT,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=HISTORY_LIMIT_MAX).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 200"))?,
+    };
+    let entries = state
+        .store
+        .history(&authed.user.id, &id, limit)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({ "entries": entries })))
+}
+
+const HISTORY_LIMIT_DEFAULT: i64 = 50;
+const HISTORY_LIMIT_MAX: i64 = 200;
 
 pub async fn create(
     State(state): State<AppState>,

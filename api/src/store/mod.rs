@@ -44,8 +44,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use crate::bus::{Bus, ChangeBatch};
-use crate::project::{parse_date, FieldSeqs, Project, Status};
-use crate::sync::apply::{self, Applied};
+use crate::project::{format_millis, parse_date, FieldSeqs, Project, Status};
+use crate::sync::apply::{self, Applied, Entry};
 use crate::sync::checksum::Checksum;
 use crate::sync::pull::{self, Cursor, Plan, PullResponse};
 use crate::sync::{Ack, Change, OpInput, SyncState};
@@ -81,6 +81,14 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub enum Dialect {
     Sqlite,
     Postgres,
+}
+
+/// Who sends a push: its session (the origin of its broadcast) and the device label its
+/// history entries carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub session: Option<&'a str>,
+    pub device: &'a str,
 }
 
 /// What a retention purge removed.
@@ -243,8 +251,9 @@ impl Store {
         caller: &Caller,
         ops: Vec<OpInput>,
         now: i64,
-        origin_session: Option<&str>,
+        writer: Writer<'_>,
     ) -> Result<Applied> {
+        let origin_session = writer.session;
         let user_id = caller.user_id.as_str();
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
@@ -289,9 +298,9 @@ impl Store {
             .map(|r| serde_json::to_value(Change::of(r.clone())).unwrap_or(Value::Null))
             .collect();
         match self.dialect {
-            Dialect::Sqlite => sqlite::write(&mut tx, user_id, &applied, now).await?,
+            Dialect::Sqlite => sqlite::write(&mut tx, user_id, &applied, writer, now).await?,
             Dialect::Postgres => {
-                postgres::write(&mut tx, user_id, &applied, &changes, origin_session, now).await?
+                postgres::write(&mut tx, user_id, &applied, &changes, writer, now).await?
             }
         }
         tx.commit().await?;
@@ -368,10 +377,51 @@ impl Store {
             .collect()
     }
 
+    /// The newest `limit` history entries of the user's project `id` (live or deleted),
+    /// newest first; `None` when the user has no such project.
+    pub async fn history(&self, user_id: &str, id: &str, limit: i64) -> Result<Option<Vec<Value>>> {
+        let mut tx = self.begin_read().await?;
+        let known = sqlx::query("SELECT 1 FROM projects WHERE user_id = $1 AND id = $2")
+            .bind(user_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, device, session_id, fields FROM project_history \
+             WHERE user_id = $1 AND project_id = $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                let fields: String = r.try_get(5)?;
+                let fields: Value = serde_json::from_str(&fields)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(serde_json::json!({
+                    "seq": r.try_get::<i64, _>(0)?,
+                    "at": format_millis(r.try_get(1)?),
+                    "kind": r.try_get::<String, _>(2)?,
+                    "device": r.try_get::<String, _>(3)?,
+                    "session_id": r.try_get::<Option<String>, _>(4)?,
+                    "fields": fields,
+                }))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
     /// Drop tombstones deleted before `cutoff` and move each affected user's purge
     /// horizon up to the highest purged seq, in one transaction per user (the
-    /// `sync_state` lock keeps pushes and pulls consistent with it). Op acks and the
-    /// change log older than `cutoff` go too.
+    /// `sync_state` lock keeps pushes and pulls consistent with it). Op acks, the
+    /// change log and history entries older than `cutoff` go too.
     pub async fn purge_tombstones(&self, cutoff: i64) -> Result<Purged> {
         let horizons = sqlx::query(
             "SELECT user_id, MAX(seq) FROM projects \
@@ -411,6 +461,7 @@ impl Store {
         for sql in [
             "DELETE FROM op_acks WHERE created_at < $1",
             "DELETE FROM change_log WHERE created_at < $1",
+            "DELETE FROM project_history WHERE at < $1",
         ] {
             sqlx::query(sql).bind(cutoff).execute(&self.pool).await?;
         }
@@ -465,6 +516,11 @@ async fn caller_state(
         return Err(StoreError::Revoked);
     }
     state_of(&row)
+}
+
+/// A history entry's fields as stored in `project_history.fields`.
+fn fields_text(entry: &Entry) -> String {
+    Value::Object(entry.fields.clone()).to_string()
 }
 
 /// An ack as stored in `op_acks.ack`.

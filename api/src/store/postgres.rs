@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use super::accounts::RevocationNotice;
 use super::{
-    ack_of, ack_text, written_project_of, Result, Store, StoreError, CHANNEL, REVOCATIONS,
+    ack_of, ack_text, written_project_of, Result, Store, StoreError, Writer, CHANNEL, REVOCATIONS,
 };
 use crate::bus::{ChangeBatch, Revocation};
 use crate::project::Project;
@@ -120,22 +120,31 @@ struct AckParam<'a> {
 }
 
 #[derive(Serialize)]
+struct EntryParam<'a> {
+    seq: i64,
+    project_id: &'a str,
+    kind: &'static str,
+    fields: String,
+}
+
+#[derive(Serialize)]
 struct ChangeParam {
     seq: i64,
     change: String,
 }
 
-/// Write what `apply` decided in one statement: changed rows, new acks, the change log,
-/// the user's state, and the notification. The state moves, and the notification goes,
+/// Write what `apply` decided in one statement: changed rows, their history, new acks,
+/// the change log, the user's state, and the notification. The state moves, and the notification goes,
 /// only when the batch changed something (`seq` only grows).
 pub(super) async fn write(
     tx: &mut Transaction<'static, Any>,
     user_id: &str,
     applied: &Applied,
     changes: &[Value],
-    origin_session: Option<&str>,
+    writer: Writer<'_>,
     now: i64,
 ) -> Result<()> {
+    let origin_session = writer.session;
     if applied.writes.is_empty() && applied.new_acks.is_empty() {
         return Ok(());
     }
@@ -179,6 +188,16 @@ pub(super) async fn write(
             change: change.to_string(),
         })
         .collect();
+    let history: Vec<EntryParam> = applied
+        .history
+        .iter()
+        .map(|e| EntryParam {
+            seq: e.seq,
+            project_id: &e.project_id,
+            kind: e.kind.as_str(),
+            fields: super::fields_text(e),
+        })
+        .collect();
     let notice = Notice {
         u: user_id.to_string(),
         f: applied.from,
@@ -205,6 +224,10 @@ pub(super) async fn write(
          SELECT $1, op_id, ack, $4 FROM json_to_recordset($3::json) AS a (op_id text, ack text)), \
          logged AS (INSERT INTO change_log (user_id, seq, change, created_at) \
          SELECT $1, seq, change, $4 FROM json_to_recordset($5::json) AS c (seq bigint, change text)), \
+         historied AS (INSERT INTO project_history \
+         (user_id, seq, project_id, at, kind, device, session_id, fields) \
+         SELECT $1, seq, project_id, $4, kind, $11, $12, fields \
+         FROM json_to_recordset($13::json) AS h (seq bigint, project_id text, kind text, fields text)), \
          moved AS (UPDATE sync_state SET seq = $6, live_count = $7, checksum = $8 \
          WHERE user_id = $1 AND seq < $6 RETURNING seq) \
          SELECT pg_notify($9, $10) FROM moved"
@@ -219,6 +242,9 @@ pub(super) async fn write(
     .bind(applied.state.checksum.to_hex())
     .bind(CHANNEL)
     .bind(json_text(&notice)?)
+    .bind(writer.device)
+    .bind(writer.session)
+    .bind(json_text(&history)?)
     .execute(&mut **tx)
     .await?;
     Ok(())

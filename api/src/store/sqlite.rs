@@ -18,7 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Row, Transaction};
 use sqlx::{ConnectOptions, Connection};
 
-use super::{written_project_of, Result, StoreError, StoredRow};
+use super::{written_project_of, Result, StoreError, StoredRow, Writer};
 use crate::project::Project;
 use crate::sync::apply::Applied;
 use crate::sync::Ack;
@@ -105,11 +105,13 @@ pub(super) async fn load(
     Ok((rows, acks))
 }
 
-/// Write what `apply` decided: changed rows, new acks, and the user's state.
+/// Write what `apply` decided: changed rows, their history, new acks, and the user's
+/// state.
 pub(super) async fn write(
     tx: &mut Transaction<'static, Any>,
     user_id: &str,
     applied: &Applied,
+    writer: Writer<'_>,
     now: i64,
 ) -> Result<()> {
     for chunk in applied.writes.chunks(CHUNK) {
@@ -144,6 +146,26 @@ pub(super) async fn write(
                 .bind(p.updated_at)
                 .bind(p.deleted_at)
                 .bind(p.field_seqs.to_json());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    for chunk in applied.history.chunks(CHUNK) {
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO project_history \
+             (user_id, seq, project_id, at, kind, device, session_id, fields) VALUES {rows}"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for entry in chunk {
+            q = q
+                .bind(user_id)
+                .bind(entry.seq)
+                .bind(&entry.project_id)
+                .bind(now)
+                .bind(entry.kind.as_str())
+                .bind(writer.device)
+                .bind(writer.session)
+                .bind(super::fields_text(entry));
         }
         q.execute(&mut **tx).await?;
     }

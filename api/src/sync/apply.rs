@@ -19,6 +19,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde_json::{json, Map, Value};
+
 use super::checksum::Checksum;
 use super::{Ack, Op, OpInput, OpKind, Stale, SyncState};
 use crate::project::{Patch, Project, FIELDS};
@@ -52,8 +54,48 @@ pub struct Applied {
     pub new_acks: Vec<Ack>,
     /// Final state of each changed row, in seq order.
     pub writes: Vec<Project>,
+    /// What each change did, in seq order: the project's history.
+    pub history: Vec<Entry>,
     pub state: SyncState,
     pub from: i64,
+}
+
+/// One change of a project as its history shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub seq: i64,
+    pub project_id: String,
+    pub kind: OpKind,
+    /// Field name → `{"from", "to"}`: every field of a create (`from` null), the fields an
+    /// update changed, none for a delete.
+    pub fields: Map<String, Value>,
+}
+
+impl Entry {
+    /// The entry for `row` (just written at its seq) over `before` (`None`: new).
+    fn of(before: Option<&Project>, row: &Project) -> Entry {
+        let kind = match (before, row.is_live()) {
+            (_, false) => OpKind::Delete,
+            (None, true) => OpKind::Create,
+            (Some(_), true) => OpKind::Update,
+        };
+        let mut fields = Map::new();
+        if row.is_live() {
+            for (i, name) in FIELDS.iter().enumerate() {
+                let to = row.value(i);
+                let from = before.map_or(Value::Null, |b| b.value(i));
+                if before.is_none() || from != to {
+                    fields.insert(name.to_string(), json!({"from": from, "to": to}));
+                }
+            }
+        }
+        Entry {
+            seq: row.seq,
+            project_id: row.id.clone(),
+            kind,
+            fields,
+        }
+    }
 }
 
 impl Applied {
@@ -77,6 +119,7 @@ pub fn apply(
     let mut before: HashMap<String, Option<i64>> = HashMap::new();
     let mut outcomes = Vec::with_capacity(ops.len());
     let mut new_acks = Vec::new();
+    let mut history = Vec::new();
     // Rows as they were before the batch, kept once a row changes in a batch where some
     // op carries a base.
     let mut originals: HashMap<String, Option<Project>> = HashMap::new();
@@ -119,6 +162,12 @@ pub fn apply(
         let (outcome, new_row) = decide(&op, current, original, seq + 1, now);
         if let Some(row) = new_row {
             seq += 1;
+            let entry = Entry::of(current, &row);
+            // An update that wrote the values already there moves the row's seq but
+            // changes nothing anyone would look for.
+            if entry.kind != OpKind::Update || !entry.fields.is_empty() {
+                history.push(entry);
+            }
             before
                 .entry(op.id.clone())
                 .or_insert_with(|| current.filter(|r| r.is_live()).map(|r| r.seq));
@@ -156,6 +205,7 @@ pub fn apply(
         outcomes,
         new_acks,
         writes,
+        history,
         state: SyncState {
             seq,
             purged_seq: state.purged_seq,
@@ -610,6 +660,37 @@ mod tests {
         );
         // Fès → Rabat on a row changed at seq 2 whose city's own history is unknown.
         assert_eq!(out.outcomes[0].ack.reason.as_deref(), Some("stale"));
+    }
+
+    #[test]
+    fn history_lists_what_each_applied_change_did() {
+        let before = edited_elsewhere();
+        let out = apply(
+            before.state,
+            rows_of(&before),
+            HashMap::new(),
+            vec![
+                // Stale progress: only the city is applied and listed.
+                op(
+                    json!({"op_id": "1", "kind": "update", "id": A, "base_seq": 1,
+                    "data": {"progress": 15, "city": "Rabat"}}),
+                ),
+                // The value already there: no entry.
+                op(json!({"op_id": "2", "kind": "update", "id": A, "data": {"city": "Rabat"}})),
+                op(json!({"op_id": "3", "kind": "delete", "id": A})),
+            ],
+            3,
+        );
+        let kinds: Vec<_> = out.history.iter().map(|e| (e.seq, e.kind)).collect();
+        assert_eq!(kinds, [(3, OpKind::Update), (5, OpKind::Delete)]);
+        assert_eq!(
+            Value::Object(out.history[0].fields.clone()),
+            json!({"city": {"from": "Fès", "to": "Rabat"}})
+        );
+        assert!(out.history[1].fields.is_empty());
+        let by_b = &edited_elsewhere().history;
+        assert_eq!(by_b.len(), 1);
+        assert_eq!(by_b[0].fields["progress"], json!({"from": 0, "to": 30}));
     }
 
     #[test]

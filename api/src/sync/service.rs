@@ -17,10 +17,16 @@ use super::{parse_op, Ack, Op, OpInput, OpKind};
 use crate::auth::now_millis;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::{Caller, Store};
+use crate::store::{Caller, Store, Writer};
 
 /// Longest accepted `client_id` / `session_id`.
 const SESSION_ID_MAX: usize = 200;
+
+/// Longest accepted `client_label` ("Chrome · Windows"), in characters.
+const CLIENT_LABEL_MAX: usize = 80;
+
+/// The device history names when a write says nothing of itself (REST, older clients).
+pub const DEFAULT_DEVICE: &str = "API";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PushResponse {
@@ -79,6 +85,22 @@ impl SyncService {
         let session = optional_string(obj, "session_id")?
             .or_else(|| default_session.map(str::to_string))
             .ok_or_else(|| ApiError::invalid("session_id", "is required"))?;
+        let device = match obj.get("client_label") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s))
+                if !s.trim().is_empty()
+                    && s.chars().count() <= CLIENT_LABEL_MAX
+                    && !s.chars().any(char::is_control) =>
+            {
+                Some(s.trim().to_string())
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "client_label",
+                    "must be a string of 1 to 80 characters, without control characters",
+                ))
+            }
+        };
         let ops = match obj.get("ops") {
             Some(Value::Array(ops)) => ops,
             _ => return Err(ApiError::invalid("ops", "must be an array")),
@@ -93,8 +115,12 @@ impl SyncService {
             .with_field("ops"));
         }
         let inputs = ops.iter().map(parse_op).collect();
+        let writer = Writer {
+            session: Some(&session),
+            device: device.as_deref().unwrap_or(DEFAULT_DEVICE),
+        };
         let applied = self
-            .apply(caller, inputs, Some(&session), client_id.as_deref())
+            .apply(caller, inputs, writer, client_id.as_deref())
             .await?;
         Ok(PushResponse {
             acks: applied.outcomes.into_iter().map(|o| o.ack).collect(),
@@ -108,14 +134,15 @@ impl SyncService {
         &self,
         caller: &Caller,
         inputs: Vec<OpInput>,
-        session: Option<&str>,
+        writer: Writer<'_>,
         client_id: Option<&str>,
     ) -> Result<Applied, ApiError> {
         let started = Instant::now();
         let count = inputs.len();
+        let session = writer.session;
         let applied = self
             .store
-            .push(caller, inputs, now_millis(), session)
+            .push(caller, inputs, now_millis(), writer)
             .await?;
         let user_id = caller.user_id.as_str();
         self.metrics
@@ -277,7 +304,10 @@ impl SyncService {
             .apply(
                 caller,
                 vec![OpInput::Valid(op)],
-                Some(session),
+                Writer {
+                    session: Some(session),
+                    device: DEFAULT_DEVICE,
+                },
                 Some("rest"),
             )
             .await?;

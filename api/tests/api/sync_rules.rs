@@ -16,6 +16,7 @@ both!(
     a_stale_edit_is_a_conflict_and_the_newer_value_stays,
     a_stale_delete_is_refused_and_a_current_one_applies,
     a_row_written_before_field_seqs_reports_stale_edits_conservatively,
+    history_lists_who_changed_what_newest_first,
 );
 
 async fn a_resent_op_returns_the_same_ack_and_changes_nothing(backend: Backend) {
@@ -539,4 +540,163 @@ async fn a_row_written_before_field_seqs_reports_stale_edits_conservatively(back
         resp["acks"][0]["fields"]["city"],
         json!({"current": "", "yours": "Oujda"})
     );
+}
+
+async fn history_lists_who_changed_what_newest_first(backend: Backend) {
+    let Some(s) = Server::start(backend).await else {
+        return;
+    };
+    let u = s.register("history").await;
+    let other = s.register("history-other").await;
+    let id = uuid();
+    let push = |label: &'static str, session: &'static str, ops: Vec<Value>| {
+        let body =
+            json!({"client_id": "test", "session_id": session, "client_label": label, "ops": ops});
+        let token = u.token.clone();
+        let s = &s;
+        async move {
+            let (status, resp) = s
+                .call(
+                    reqwest::Method::POST,
+                    "/api/sync/push",
+                    Some(&token),
+                    Some(body),
+                )
+                .await;
+            assert_eq!(status, 200, "{resp}");
+            resp
+        }
+    };
+    let created = push(
+        "Chrome · Windows",
+        "tab-1",
+        vec![create(&id, "Villa Agadir")],
+    )
+    .await;
+    let base = created["acks"][0]["seq"].as_i64().unwrap();
+    push(
+        "Electron · Linux",
+        "desk-1",
+        vec![based(update(&id, json!({"progress": 30})), base)],
+    )
+    .await;
+    // Stale: the progress is refused and not listed; the city is applied and listed.
+    push(
+        "Chrome · Windows",
+        "tab-1",
+        vec![based(
+            update(&id, json!({"progress": 15, "city": "Agadir"})),
+            base,
+        )],
+    )
+    .await;
+    // REST, without a label.
+    let (status, _) = s
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/projects/{id}"),
+            Some(&u.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+
+    let (status, body) = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/projects/{id}/history"),
+            Some(&u.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let entries = body["entries"].as_array().unwrap();
+    let summary: Vec<(String, String, Vec<String>)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["device"].as_str().unwrap().to_string(),
+                e["fields"].as_object().unwrap().keys().cloned().collect(),
+            )
+        })
+        .collect();
+    let fields = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        summary,
+        vec![
+            ("delete".into(), "API".into(), vec![]),
+            (
+                "update".into(),
+                "Chrome · Windows".into(),
+                fields(&["city"])
+            ),
+            (
+                "update".into(),
+                "Electron · Linux".into(),
+                fields(&["progress"])
+            ),
+            (
+                "create".into(),
+                "Chrome · Windows".into(),
+                fields(&[
+                    "budget_centimes",
+                    "city",
+                    "client",
+                    "end_date",
+                    "name",
+                    "notes",
+                    "progress",
+                    "start_date",
+                    "status"
+                ])
+            ),
+        ],
+        "{body}"
+    );
+    assert_eq!(
+        entries[2]["fields"]["progress"],
+        json!({"from": 0, "to": 30})
+    );
+    assert_eq!(
+        entries[1]["fields"]["city"],
+        json!({"from": "", "to": "Agadir"})
+    );
+    assert_eq!(
+        entries[3]["fields"]["name"],
+        json!({"from": null, "to": "Villa Agadir"})
+    );
+    assert_eq!(entries[2]["session_id"], "desk-1");
+    assert!(entries[0]["seq"].as_i64() > entries[1]["seq"].as_i64());
+    assert!(entries[0]["at"].as_str().unwrap().ends_with('Z'), "{body}");
+
+    let (status, body) = s
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/projects/{id}/history?limit=1"),
+            Some(&u.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["entries"].as_array().unwrap().len(), 1);
+    for (path, token, want) in [
+        (format!("/api/projects/{id}/history"), &other.token, 404),
+        (format!("/api/projects/{}/history", uuid()), &u.token, 404),
+        (format!("/api/projects/{id}/history?limit=0"), &u.token, 422),
+        (format!("/api/projects/{id}/history?limit=x"), &u.token, 422),
+    ] {
+        let (status, body) = s.call(reqwest::Method::GET, &path, Some(token), None).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+    let bad = s
+        .call(
+            reqwest::Method::POST,
+            "/api/sync/push",
+            Some(&u.token),
+            Some(json!({"session_id": "x", "client_label": "a\u{7}b", "ops": []})),
+        )
+        .await;
+    assert_eq!(bad.0, 422, "{}", bad.1);
 }
