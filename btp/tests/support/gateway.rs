@@ -51,9 +51,9 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(opts: Options) -> TestGateway {
-        // A port found free may be taken before the gateway binds it (every outgoing
-        // connection of a test running alongside takes one from the same range): then the
-        // gateway exits saying so, and it is started again on other ports.
+        // A port found free may be taken before the gateway or a fake worker binds it
+        // (every outgoing connection of a test running alongside takes one from the same
+        // range): then the fixture is started again on other ports.
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -108,7 +108,7 @@ impl TestGateway {
         let mut upstreams = Vec::new();
         if opts.upstreams {
             for i in 0..opts.workers {
-                upstreams.push(Upstream::start(loopback(api.port() + i), i).await);
+                upstreams.push(Upstream::try_start(loopback(api.port() + i), i).await?);
             }
         }
         let wrapper: Vec<&str> = opts.wrapper.iter().map(String::as_str).collect();

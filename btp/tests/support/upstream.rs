@@ -34,11 +34,12 @@ impl Drop for Upstream {
 }
 
 impl Upstream {
-    /// Listen on `addr` (normally the config's `api.listen` + worker) as worker `worker`.
-    pub async fn start(addr: SocketAddr, worker: u16) -> Upstream {
+    /// Listen on `addr` (normally the config's `api.listen` + worker) as worker `worker`,
+    /// or say why it could not.
+    pub async fn try_start(addr: SocketAddr, worker: u16) -> Result<Upstream, String> {
         let listener = TcpListener::bind(addr)
             .await
-            .unwrap_or_else(|e| panic!("fake upstream bind {addr}: {e}"));
+            .map_err(|e| format!("fake upstream bind {addr}: {e}"))?;
         let task = tokio::spawn(async move {
             // Connections live in this set so that stopping the server (dropping this
             // task) also kills its open connections, like a worker process dying.
@@ -58,7 +59,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, task }
+        Ok(Upstream { addr, task })
     }
 }
 
