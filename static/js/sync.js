@@ -55,6 +55,29 @@ export function ackError(ack, outcome) {
   return { code: ack.reason || outcome, message, field: ack.field || null, fields };
 }
 
+/**
+ * The device a person would recognise in a project's history ("Chrome · Windows",
+ * "Electron · macOS"), from the user agent; sent with every push as `client_label`.
+ */
+export function deviceLabel(userAgent, electron) {
+  const ua = String(userAgent || '');
+  const os = /Android/.test(ua) ? 'Android'
+    : /iPhone|iPad|iPod/.test(ua) ? 'iOS'
+    : /Windows/.test(ua) ? 'Windows'
+    : /Mac OS X|Macintosh/.test(ua) ? 'macOS'
+    : /CrOS/.test(ua) ? 'ChromeOS'
+    : /Linux/.test(ua) ? 'Linux'
+    : '';
+  const app = electron || /Electron\//.test(ua) ? 'Electron'
+    : /Edg\//.test(ua) ? 'Edge'
+    : /OPR\//.test(ua) ? 'Opera'
+    : /Firefox\//.test(ua) ? 'Firefox'
+    : /Chrom(e|ium)\//.test(ua) ? 'Chrome'
+    : /Safari\//.test(ua) ? 'Safari'
+    : 'Web';
+  return os ? `${app} · ${os}` : app;
+}
+
 function classifyAck(ack) {
   const status = String(ack.status ?? ack.result ?? (ack.ok === false ? 'rejected' : 'applied')).toLowerCase();
   if (status === 'conflict') return 'conflict';
@@ -72,6 +95,7 @@ export class SyncEngine extends EventTarget {
     this.store = store;
     this.transport = transport;
     this.clientSessionId = clientSessionId;
+    this.clientLabel = deviceLabel(globalThis.navigator && globalThis.navigator.userAgent, Boolean(globalThis.electron));
     this.userId = userId;
     this.channel = null;
     this.lastSyncKey = `btp.lastSync.${userId}`;
@@ -260,6 +284,7 @@ export class SyncEngine extends EventTarget {
     return this.transport.push({
       client_id: `web-${this.clientSessionId}`,
       session_id: this.clientSessionId,
+      client_label: this.clientLabel,
       ops: ops.map(({ op_id, kind, id, data }) => (kind === 'delete' ? { op_id, kind, id } : { op_id, kind, id, data })),
     });
   }

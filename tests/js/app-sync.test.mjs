@@ -111,10 +111,25 @@ describe('web app on the real gateway and API', () => {
     await shot(A.page, '05-projects-list.png');
   });
 
-  test('an edit on device B shows on device A', async () => {
+  test('an edit on device B shows on device A, and the project history names the browser that made each change', async () => {
     await editProject(B.page, 'Pont Oued Sebou', { status: 'active', progress: 12 });
     await A.page.waitForSelector(`${rowByName('Pont Oued Sebou')} ${tid('project-row-status')}[data-status="active"]`, { timeout: 3000 });
     assert.equal(await A.page.getAttribute(tid('totals-active'), 'data-value'), '2');
+
+    const { token } = JSON.parse(await B.page.evaluate(() => localStorage.getItem('btp.session')));
+    const api = async (path) => {
+      const res = await fetch(`${system.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(res.status, 200, await res.clone().text());
+      return res.json();
+    };
+    const { projects } = await api('/api/projects');
+    const bridge = projects.find((p) => p.name === 'Pont Oued Sebou');
+    const { entries } = await api(`/api/projects/${bridge.id}/history`);
+    assert.deepEqual(entries.map((e) => e.kind), ['update', 'create']);
+    // Headless Chromium on Linux, as the page labels itself in every push.
+    assert.deepEqual(entries.map((e) => e.device), ['Chrome · Linux', 'Chrome · Linux']);
+    assert.deepEqual(entries[0].fields.progress, { from: 0, to: 12 });
+    assert.deepEqual(entries[0].fields.status, { from: 'planned', to: 'active' });
   });
 
   test('a delete on device A disappears from device B, after a confirmation', async () => {

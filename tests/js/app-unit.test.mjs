@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { decodeSio, encodeEvent } from '../../static/js/sio.js';
 import { backoffDelay } from '../../static/js/transport.js';
 import { checksumOf, sha256Hex } from '../../static/js/checksum.js';
-import { parseChange, ackError } from '../../static/js/sync.js';
+import { parseChange, ackError, deviceLabel } from '../../static/js/sync.js';
 import { validate, validateDates, applyOp, uuid } from '../../static/js/project.js';
 
 test('socket.io packets decode with namespace, ack id and payload', () => {
@@ -79,4 +79,26 @@ test('ops replay onto a project map: create, field update, delete', () => {
   applyOp(m, { kind: 'delete', id: 'a', at: 3 });
   assert.equal(m.size, 0);
   assert.match(uuid(), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+});
+
+test('the device label names the browser (or Electron) and the system, as history shows it', () => {
+  const cases = [
+    ['Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36', false, 'Chrome · Windows'],
+    ['Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36', false, 'Chrome · Linux'],
+    ['Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0', false, 'Edge · Windows'],
+    ['Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15', false, 'Safari · macOS'],
+    ['Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1', false, 'Safari · iOS'],
+    ['Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36', false, 'Chrome · Android'],
+    ['Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0', false, 'Firefox · Linux'],
+    ['Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) btp-desktop/1.0 Chrome/130.0.0.0 Electron/33.0.0 Safari/537.36', false, 'Electron · Windows'],
+    ['Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36', true, 'Electron · Linux'],
+    ['', false, 'Web'],
+    [undefined, false, 'Web'],
+  ];
+  for (const [ua, electron, want] of cases) assert.equal(deviceLabel(ua, electron), want, String(ua));
+  // What the server accepts: 1 to 80 characters, no control characters.
+  for (const [ua, electron] of cases) {
+    const label = deviceLabel(ua, electron);
+    assert.ok(label.length >= 1 && label.length <= 80 && !/[\u0000-\u001f]/.test(label), label);
+  }
 });

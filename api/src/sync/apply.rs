@@ -497,6 +497,12 @@ mod tests {
         )
     }
 
+    /// `ops` applied at `now` after [`edited_elsewhere`].
+    fn after_edit(ops: Vec<OpInput>, now: i64) -> Applied {
+        let before = edited_elsewhere();
+        apply(before.state, rows_of(&before), HashMap::new(), ops, now)
+    }
+
     #[test]
     fn a_stale_field_is_not_written_and_the_others_are() {
         let before = edited_elsewhere();
@@ -569,11 +575,7 @@ mod tests {
 
     #[test]
     fn ops_of_one_batch_are_not_stale_against_each_other() {
-        let before = edited_elsewhere();
-        let out = apply(
-            before.state,
-            rows_of(&before),
-            HashMap::new(),
+        let out = after_edit(
             vec![
                 op(
                     json!({"op_id": "1", "kind": "update", "id": A, "base_seq": 2, "data": {"progress": 40}}),
@@ -608,11 +610,7 @@ mod tests {
 
     #[test]
     fn a_stale_delete_is_refused_with_the_project_and_a_current_one_applies() {
-        let before = edited_elsewhere();
-        let out = apply(
-            before.state,
-            rows_of(&before),
-            HashMap::new(),
+        let out = after_edit(
             vec![op(
                 json!({"op_id": "x", "kind": "delete", "id": A, "base_seq": 1}),
             )],
@@ -628,10 +626,7 @@ mod tests {
             Some(json!(30))
         );
         assert!(out.writes.is_empty());
-        let out = apply(
-            before.state,
-            rows_of(&before),
-            HashMap::new(),
+        let out = after_edit(
             vec![op(
                 json!({"op_id": "y", "kind": "delete", "id": A, "base_seq": 2}),
             )],

@@ -351,17 +351,7 @@ async fn field_values_come_back_exactly_as_written(backend: Backend) {
     assert_eq!(again["acks"][0]["op_id"], op_id);
 
     let check = |p: &Value, what: &str| {
-        for key in [
-            "name",
-            "client",
-            "city",
-            "budget_centimes",
-            "status",
-            "start_date",
-            "end_date",
-            "progress",
-            "notes",
-        ] {
+        for key in btp_api::project::FIELDS {
             assert_eq!(p[key], data[key], "{what}: {key}");
         }
         assert_eq!(p["id"], json!(id), "{what}");
