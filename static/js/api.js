@@ -93,4 +93,8 @@ export class Api {
   push(body) {
     return this.request('POST', '/api/sync/push', body);
   }
+
+  history(id, limit) {
+    return this.request('GET', `/api/projects/${encodeURIComponent(id)}/history?limit=${limit}`);
+  }
 }

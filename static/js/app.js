@@ -23,6 +23,8 @@ import { confirmDelete } from './views/confirm.js';
 import { mountToasts, toast } from './views/toast.js';
 
 const SESSION_KEY = 'btp.session';
+/** History entries a project page shows. */
+const HISTORY_SHOWN = 20;
 const DEVICE_KEY = 'btp.clientSessionId';
 
 function readJson(key) {
@@ -147,7 +149,7 @@ class App {
     }
     const m = /^\/p\/([^/]+)$/.exec(hash);
     const actions = { engine: this.engine, onEdit: (id) => this.edit(id), onDelete: (id) => this.remove(id) };
-    if (m) this.screen = createDetail({ id: decodeURIComponent(m[1]), ...actions });
+    if (m) this.screen = createDetail({ id: decodeURIComponent(m[1]), loadHistory: (id) => this.api.history(id, HISTORY_SHOWN), ...actions });
     else this.screen = createList({ state: this.listState, onNew: () => this.edit(null), ...actions });
     replace(this.main, this.screen.el);
     this.refresh();

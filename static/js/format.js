@@ -31,3 +31,15 @@ export function dateTime(value) {
 export function time(ms) {
   return new Intl.DateTimeFormat(locale(), { hour: '2-digit', minute: '2-digit', second: '2-digit' }).format(new Date(ms));
 }
+
+/** How long ago `value` (an ISO time) was, in the user's language ("il y a 5 minutes"). */
+export function relativeTime(value, now = Date.now()) {
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) return String(value);
+  const seconds = Math.round((d.getTime() - now) / 1000);
+  const fmt = new Intl.RelativeTimeFormat(locale(), { numeric: 'auto' });
+  for (const [unit, size] of [['day', 86400], ['hour', 3600], ['minute', 60]]) {
+    if (Math.abs(seconds) >= size) return fmt.format(Math.round(seconds / size), unit);
+  }
+  return fmt.format(seconds, 'second');
+}

@@ -130,6 +130,19 @@ describe('web app on the real gateway and API', () => {
     assert.deepEqual(entries.map((e) => e.device), ['Chrome · Linux', 'Chrome · Linux']);
     assert.deepEqual(entries[0].fields.progress, { from: 0, to: 12 });
     assert.deepEqual(entries[0].fields.status, { from: 'planned', to: 'active' });
+
+    // The project's page shows the same history, and the next edit joins it.
+    await A.page.goto(`${system.url}/#/p/${bridge.id}`);
+    await A.page.waitForSelector(`${tid('history-panel')}[data-state="ready"]`);
+    const shownEntries = async () => A.page.$$eval(tid('history-entry'), (els) => els.map((e) => [e.dataset.kind, e.querySelector('[data-testid="history-device"]').textContent]));
+    assert.deepEqual(await shownEntries(), [['update', 'Chrome · Linux'], ['create', 'Chrome · Linux']]);
+    const change = await A.page.textContent(`${tid('history-entry')}[data-kind="update"] [data-field="progress"]`);
+    assert.match(change, /0 %.*12 %/);
+    await shot(A.page, '07b-project-history.png');
+    await editProject(B.page, 'Pont Oued Sebou', { progress: 20 });
+    await eventually(async () => (await shownEntries()).length === 3);
+    await A.page.goto(`${system.url}/#/`);
+    await A.page.waitForSelector(`${tid('totals')}[data-ready="true"]`);
   });
 
   test('a delete on device A disappears from device B, after a confirmation', async () => {

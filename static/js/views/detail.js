@@ -1,11 +1,77 @@
-// One project's page: every field, its sync state, edit and delete.
+// One project's page: every field, its sync state, edit and delete, and its history (who
+// changed what, from the server: read again whenever the project's version moves).
 import { h, icon, replace } from '../dom.js';
 import { t } from '../i18n.js';
-import { money, date, dateTime } from '../format.js';
+import { money, date, dateTime, relativeTime } from '../format.js';
 import { statusBadge, progressBar } from './list.js';
 
-export function createDetail({ id, engine, onEdit, onDelete }) {
+/** A history value as the detail view shows that field. */
+function shown(field, value) {
+  if (value === null || value === undefined || value === '') return t('empty.dash');
+  if (field === 'status') return t(`status.${value}`);
+  if (field === 'budget_centimes') return money(value);
+  if (field === 'start_date' || field === 'end_date') return date(value);
+  if (field === 'progress') return `${value} %`;
+  return String(value);
+}
+
+const FIELD_LABEL = { budget_centimes: 'field.budget' };
+const HISTORY_RETRY_MS = 5000;
+
+function historyEntry(entry) {
+  const changes = Object.entries(entry.fields || {}).map(([field, { from, to }]) =>
+    h('li', { class: 'history-change', 'data-field': field },
+      h('span', { class: 'label', text: t(FIELD_LABEL[field] || `field.${field}`) }),
+      entry.kind === 'create' ? null : h('span', { class: 'history-from', text: shown(field, from) }),
+      entry.kind === 'create' ? null : h('span', { 'aria-hidden': 'true', text: ' → ' }),
+      h('span', { class: 'history-to', text: shown(field, to) })));
+  return h('li', { class: 'history-entry', testid: 'history-entry', 'data-kind': entry.kind, 'data-seq': String(entry.seq) },
+    h('div', { class: 'history-head' },
+      h('strong', { text: t(`history.kind.${entry.kind}`) }),
+      h('span', { class: 'history-device', testid: 'history-device', text: entry.device }),
+      h('time', { class: 'muted', datetime: entry.at, title: dateTime(entry.at), text: relativeTime(entry.at) })),
+    entry.kind === 'create' || changes.length === 0 ? null : h('ul', { class: 'history-changes' }, ...changes));
+}
+
+export function createDetail({ id, engine, onEdit, onDelete, loadHistory }) {
   const el = h('section', { class: 'page page-detail', testid: 'project-detail', 'data-id': id });
+  // The history panel outlives re-renders of the card; it is fetched again when the
+  // project's seq changes.
+  const panel = h('section', { class: 'card history-panel', testid: 'history-panel', 'aria-live': 'polite' });
+  let historySeq = null;
+  let historyState = { status: 'loading', entries: [] };
+  let historyFailedAt = 0;
+
+  function renderHistory() {
+    const body = historyState.status === 'error'
+      ? h('p', { class: 'muted', testid: 'history-unavailable', text: t('history.unavailable') })
+      : historyState.status === 'ready' && historyState.entries.length === 0
+        ? h('p', { class: 'muted', text: t('history.empty') })
+        : h('ol', { class: 'history-list' }, ...historyState.entries.map(historyEntry));
+    replace(panel, h('h2', { class: 'label', text: t('history.title') }), body);
+    panel.dataset.state = historyState.status;
+  }
+
+  function refreshHistory(seq) {
+    const retry = historyState.status === 'error' && Date.now() - historyFailedAt > HISTORY_RETRY_MS;
+    if (!loadHistory || (seq === historySeq && !retry)) return;
+    historySeq = seq;
+    historyState = { ...historyState, status: historyState.status === 'error' ? 'error' : 'loading' };
+    loadHistory(id).then(
+      (res) => {
+        if (historySeq !== seq) return;
+        historyState = { status: 'ready', entries: Array.isArray(res && res.entries) ? res.entries : [] };
+        renderHistory();
+      },
+      () => {
+        if (historySeq !== seq) return;
+        // Offline, or a project the server does not have yet: asked again on a later
+        // update, at most every few seconds.
+        historyState = { status: 'error', entries: [] };
+        historyFailedAt = Date.now();
+        renderHistory();
+      });
+  }
 
   function item(label, value, testid) {
     return h('div', { class: 'dl-item' }, h('dt', { text: label }), h('dd', { testid, text: value }));
@@ -49,7 +115,10 @@ export function createDetail({ id, engine, onEdit, onDelete }) {
           item(t('field.updated_at'), dateTime(p.updated_at), 'detail-updated')),
         h('div', { class: 'detail-notes' },
           h('h2', { class: 'label', text: t('field.notes') }),
-          h('p', { class: p.notes ? 'notes' : 'notes muted', testid: 'detail-notes', text: p.notes || t('detail.noNotes') }))));
+          h('p', { class: p.notes ? 'notes' : 'notes muted', testid: 'detail-notes', text: p.notes || t('detail.noNotes') }))),
+      panel);
+    renderHistory();
+    refreshHistory(p.seq);
   }
 
   update();
