@@ -179,13 +179,32 @@ impl Project {
         }
     }
 
-    /// Stamp `seq` on every field whose value differs from `before` (all of them for a
-    /// new row); the others keep when they last changed (a field whose last change was
-    /// not known gets `before`'s seq, the latest it can have been).
-    pub fn mark_changed(&mut self, before: Option<&Project>, seq: i64) {
+    /// The fields whose value differs from `before` (every field of a new row): their
+    /// [`FIELDS`] position, the value before (null for a new row) and now.
+    pub fn changes(&self, before: Option<&Project>) -> Vec<(usize, Value, Value)> {
+        (0..FIELDS.len())
+            .filter_map(|i| {
+                let now = self.value(i);
+                let was = before.map_or(Value::Null, |b| b.value(i));
+                (before.is_none() || was != now).then_some((i, was, now))
+            })
+            .collect()
+    }
+
+    /// Stamp `seq` on the `changed` fields of this new state of `before`; the others keep
+    /// when they last changed (a field whose last change was not known gets `before`'s
+    /// seq, the latest it can have been).
+    pub fn mark_changed(
+        &mut self,
+        before: Option<&Project>,
+        changed: &[(usize, Value, Value)],
+        seq: i64,
+    ) {
         for i in 0..FIELDS.len() {
             self.field_seqs.0[i] = Some(match before {
-                Some(b) if b.value(i) == self.value(i) => b.field_seqs.last_change(i, b.seq),
+                Some(b) if !changed.iter().any(|(c, ..)| *c == i) => {
+                    b.field_seqs.last_change(i, b.seq)
+                }
                 _ => seq,
             });
         }

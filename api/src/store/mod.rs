@@ -519,8 +519,8 @@ async fn caller_state(
 }
 
 /// A history entry's fields as stored in `project_history.fields`.
-fn fields_text(entry: &Entry) -> String {
-    Value::Object(entry.fields.clone()).to_string()
+fn fields_text(entry: &Entry) -> Result<String> {
+    serde_json::to_string(&entry.fields).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// An ack as stored in `op_acks.ack`.

@@ -191,13 +191,15 @@ pub(super) async fn write(
     let history: Vec<EntryParam> = applied
         .history
         .iter()
-        .map(|e| EntryParam {
-            seq: e.seq,
-            project_id: &e.project_id,
-            kind: e.kind.as_str(),
-            fields: super::fields_text(e),
+        .map(|e| {
+            Ok(EntryParam {
+                seq: e.seq,
+                project_id: &e.project_id,
+                kind: e.kind.as_str(),
+                fields: super::fields_text(e)?,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let notice = Notice {
         u: user_id.to_string(),
         f: applied.from,

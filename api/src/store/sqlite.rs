@@ -165,7 +165,7 @@ pub(super) async fn write(
                 .bind(entry.kind.as_str())
                 .bind(writer.device)
                 .bind(writer.session)
-                .bind(super::fields_text(entry));
+                .bind(super::fields_text(entry)?);
         }
         q.execute(&mut **tx).await?;
     }

@@ -72,23 +72,18 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The entry for `row` (just written at its seq) over `before` (`None`: new).
-    fn of(before: Option<&Project>, row: &Project) -> Entry {
+    /// The entry for `row` (just written at its seq) over `before` (`None`: new), whose
+    /// field `changes` are [`Project::changes`].
+    fn of(before: Option<&Project>, row: &Project, changes: Vec<(usize, Value, Value)>) -> Entry {
         let kind = match (before, row.is_live()) {
             (_, false) => OpKind::Delete,
             (None, true) => OpKind::Create,
             (Some(_), true) => OpKind::Update,
         };
-        let mut fields = Map::new();
-        if row.is_live() {
-            for (i, name) in FIELDS.iter().enumerate() {
-                let to = row.value(i);
-                let from = before.map_or(Value::Null, |b| b.value(i));
-                if before.is_none() || from != to {
-                    fields.insert(name.to_string(), json!({"from": from, "to": to}));
-                }
-            }
-        }
+        let fields = changes
+            .into_iter()
+            .map(|(i, from, to)| (FIELDS[i].to_string(), json!({"from": from, "to": to})))
+            .collect();
         Entry {
             seq: row.seq,
             project_id: row.id.clone(),
@@ -160,9 +155,18 @@ pub fn apply(
             None => current,
         };
         let (outcome, new_row) = decide(&op, current, original, seq + 1, now);
-        if let Some(row) = new_row {
+        if let Some(mut row) = new_row {
             seq += 1;
-            let entry = Entry::of(current, &row);
+            // What changed, worked out once for the field seqs and the history.
+            let changes = if row.is_live() {
+                row.changes(current)
+            } else {
+                Vec::new()
+            };
+            if row.is_live() {
+                row.mark_changed(current, &changes, seq);
+            }
+            let entry = Entry::of(current, &row, changes);
             // An update that wrote the values already there moves the row's seq but
             // changes nothing anyone would look for.
             if entry.kind != OpKind::Update || !entry.fields.is_empty() {
@@ -242,11 +246,9 @@ fn decide(
     };
     // `row` is the new state of `before` (`None`: a new row); `ack` the answer, applied
     // unless said otherwise.
-    let changed = |mut row: Project, before: Option<&Project>, ack: Option<Ack>| {
+    // Field seqs and history are stamped by the caller, which sees every change.
+    let changed = |mut row: Project, ack: Option<Ack>| {
         row.seq = next_seq;
-        if row.is_live() {
-            row.mark_changed(before, next_seq);
-        }
         let outcome = Outcome {
             ack: ack.unwrap_or_else(|| Ack::applied(&op.op_id, next_seq)),
             effect: Effect::Changed,
@@ -264,7 +266,7 @@ fn decide(
 
     match (op.kind, current) {
         (OpKind::Create, None) => match Project::create(op.id.clone(), &op.patch, now) {
-            Ok(row) => changed(row, None, None),
+            Ok(row) => changed(row, None),
             Err(errors) => invalid(errors),
         },
         (OpKind::Create | OpKind::Update, Some(row)) if !row.is_live() => (conflict(), None),
@@ -281,7 +283,7 @@ fn decide(
             let (patch, stale) = split_stale(&op.patch, row, original.unwrap_or(row), base);
             if stale.is_empty() {
                 return match row.patched(&patch, now) {
-                    Ok(new) => changed(new, Some(row), None),
+                    Ok(new) => changed(new, None),
                     Err(errors) => invalid(errors),
                 };
             }
@@ -292,13 +294,13 @@ fn decide(
             match row.patched(&patch, now) {
                 Ok(new) => {
                     let ack = Ack::stale_fields(&op.op_id, stale, Some(next_seq));
-                    changed(new, Some(row), Some(ack))
+                    changed(new, Some(ack))
                 }
                 Err(errors) => invalid(errors),
             }
         }
         (OpKind::Create | OpKind::Update, Some(row)) => match row.patched(&op.patch, now) {
-            Ok(new) => changed(new, Some(row), None),
+            Ok(new) => changed(new, None),
             Err(errors) => invalid(errors),
         },
         (OpKind::Update | OpKind::Delete, None) => (not_found(), None),
@@ -318,7 +320,7 @@ fn decide(
             let mut gone = row.clone();
             gone.deleted_at = Some(now);
             gone.updated_at = now;
-            changed(gone, Some(row), None)
+            changed(gone, None)
         }
     }
 }
