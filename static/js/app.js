@@ -20,6 +20,7 @@ import { createList, LIST_PAGE } from './views/list.js';
 import { createDetail } from './views/detail.js';
 import { openProjectForm } from './views/form.js';
 import { confirmDelete } from './views/confirm.js';
+import { openConflict } from './views/conflict.js';
 import { mountToasts, toast } from './views/toast.js';
 
 const SESSION_KEY = 'btp.session';
@@ -53,6 +54,8 @@ class App {
     this.store = null;
     this.listState = { query: '', status: '', limit: LIST_PAGE };
     this.screen = null;
+    /** The open conflict dialog, if any: one at a time, the project on screen first. */
+    this.conflictDialog = null;
     window.addEventListener('hashchange', () => this.route());
     // The session is shared by every tab of this browser: signing out (or in as someone
     // else) in one tab does the same in the others.
@@ -110,8 +113,10 @@ class App {
     this.engine = new SyncEngine({ store: this.store, transport: this.transport, clientSessionId: deviceId, userId: session.user.id });
     this.engine.addEventListener('change', () => this.refresh());
     this.engine.addEventListener('unauthorized', () => this.signOut({ expired: true }));
+    this.engine.addEventListener('conflict-gone', () => toast(t('conflict.gone'), 'warn', 6000));
     this.engine.addEventListener('ack', (ev) => {
       const { outcome, error } = ev.detail;
+      if (outcome === 'conflict' && error && error.code === 'stale') return; // the dialog asks
       if (outcome === 'conflict') toast(t('toast.conflict'), 'warn');
       else if (outcome === 'rejected') toast(t('toast.rejected', { reason: (error && error.message) || outcome }), 'error', 6000);
     });
@@ -159,6 +164,35 @@ class App {
     if (!this.engine || !this.header) return;
     this.header.update({ mode: this.transport.mode, lastSyncAt: this.engine.lastSyncAt, pendingCount: this.engine.outbox.length, divergenceResets: this.engine.divergenceResets });
     if (this.screen) this.screen.update();
+    this.showConflicts();
+  }
+
+  /** Ask about the next conflict, or redraw the open one as the other side moves. */
+  showConflicts() {
+    const engine = this.engine;
+    if (!engine) return;
+    const nameOf = (c) => (engine.view().get(c.id) || c.project || {}).name || '';
+    if (this.conflictDialog) {
+      const open = engine.conflicts.get(this.conflictDialog.id);
+      if (open) this.conflictDialog.update(open, nameOf(open));
+      else this.conflictDialog.close();
+      return;
+    }
+    if (!engine.conflicts.size) return;
+    const m = /^#\/p\/([^/]+)$/.exec(location.hash);
+    const c = (m && engine.conflicts.get(decodeURIComponent(m[1]))) || engine.conflicts.values().next().value;
+    const dialog = openConflict({
+      conflict: c,
+      name: nameOf(c),
+      onKeepMine: () => engine.keepMine(c.id),
+      onKeepCurrent: () => engine.keepCurrent(c.id),
+    });
+    this.conflictDialog = dialog;
+    dialog.done.then((choice) => {
+      if (this.conflictDialog === dialog) this.conflictDialog = null;
+      if (choice && this.engine === engine) toast(t(choice === 'mine' ? 'conflict.sentMine' : 'conflict.keptCurrent'), 'ok');
+      this.showConflicts();
+    });
   }
 
   isOnline() {
@@ -186,9 +220,10 @@ class App {
    */
   async signOut({ expired = false, elsewhere = false }) {
     const byUser = !expired && !elsewhere;
-    if (byUser && this.engine && this.engine.outbox.length && !window.confirm(t('auth.logoutPending'))) return;
+    if (byUser && this.engine && (this.engine.outbox.length || this.engine.conflicts.size) && !window.confirm(t('auth.logoutPending'))) return;
     const userId = this.session && this.session.user.id;
     if (byUser && this.api) this.api.logout().catch(() => {});
+    if (this.conflictDialog) this.conflictDialog.close();
     if (this.transport) this.transport.stop();
     if (this.engine) this.engine.stop();
     if (this.store) this.store.close();

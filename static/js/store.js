@@ -1,6 +1,6 @@
 // The device's copy of a user's data in IndexedDB: `projects` (the last state confirmed
 // by the server), `outbox` (ops not yet acknowledged, in the order they were made) and
-// `meta` (the sync cursor). One database per user, so switching accounts on a device
+// `meta` (the sync cursor, and the conflicts waiting for the user's choice). One database per user, so switching accounts on a device
 // never mixes data. If IndexedDB is unavailable (private modes, odd embedders) a memory
 // store with the same interface keeps the app usable for the session.
 
@@ -32,17 +32,29 @@ class IdbStore {
 
   async load() {
     const tx = this.db.transaction(['projects', 'outbox', 'meta'], 'readonly');
-    const [projects, outbox, cursor] = await Promise.all([
+    const [projects, outbox, cursor, conflicts] = await Promise.all([
       req(tx.objectStore('projects').getAll()),
       req(tx.objectStore('outbox').getAll()),
       req(tx.objectStore('meta').get('cursor')),
+      req(tx.objectStore('meta').get('conflicts')),
     ]);
-    return { projects, outbox, cursor: cursor ?? 0 };
+    return { projects, outbox, cursor: cursor ?? 0, conflicts: conflicts ?? [] };
   }
 
   async loadOutbox() {
     const tx = this.db.transaction('outbox', 'readonly');
     return req(tx.objectStore('outbox').getAll());
+  }
+
+  async loadConflicts() {
+    const tx = this.db.transaction('meta', 'readonly');
+    return (await req(tx.objectStore('meta').get('conflicts'))) ?? [];
+  }
+
+  async saveConflicts(conflicts) {
+    const tx = this.db.transaction('meta', 'readwrite');
+    tx.objectStore('meta').put(conflicts, 'conflicts');
+    await done(tx);
   }
 
   /** Apply server state in one transaction: optional full replace, upserts, deletes, cursor. */
@@ -71,6 +83,17 @@ class IdbStore {
     await done(tx);
   }
 
+  /** Store queued ops again (once sent, an op keeps its base); a dequeued op stays gone. */
+  async update(ops) {
+    const tx = this.db.transaction('outbox', 'readwrite');
+    const outbox = tx.objectStore('outbox');
+    for (const op of ops) {
+      const r = outbox.get(op.n);
+      r.onsuccess = () => { if (r.result) outbox.put(op); };
+    }
+    await done(tx);
+  }
+
   close() {
     this.db.close();
   }
@@ -81,15 +104,24 @@ class MemoryStore {
     this.projects = new Map();
     this.outbox = new Map();
     this.cursor = 0;
+    this.conflicts = [];
     this.nextKey = 1;
   }
 
   async load() {
-    return { projects: [...this.projects.values()], outbox: [...this.outbox.values()], cursor: this.cursor };
+    return { projects: [...this.projects.values()], outbox: [...this.outbox.values()], cursor: this.cursor, conflicts: this.conflicts };
   }
 
   async loadOutbox() {
     return [...this.outbox.values()];
+  }
+
+  async loadConflicts() {
+    return this.conflicts;
+  }
+
+  async saveConflicts(conflicts) {
+    this.conflicts = conflicts;
   }
 
   async commit({ replace = false, upserts = [], deletes = [], cursor }) {
@@ -107,6 +139,10 @@ class MemoryStore {
 
   async dequeue(keys) {
     for (const k of keys) this.outbox.delete(k);
+  }
+
+  async update(ops) {
+    for (const op of ops) if (this.outbox.has(op.n)) this.outbox.set(op.n, { ...op });
   }
 
   close() {}

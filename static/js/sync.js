@@ -13,9 +13,12 @@
 //   a difference asks for a reset (pull from 0) instead of trusting either copy.
 // - Ops carry a client op id, so re-sending after a lost ack is harmless.
 // - This client never invents a delete: only the user's delete button queues one.
+// - An update or delete carries `base_seq`, the server version of the project its author
+//   saw, so an edit made offline never overwrites a newer one from another device: the
+//   server answers `conflict`/`stale` and the user chooses (see "Conflicts" below).
 
 import { ApiError, NetworkError } from './api.js';
-import { applyOp, uuid } from './project.js';
+import { applyOp, uuid, EDITABLE_FIELDS } from './project.js';
 import { checksumOf } from './checksum.js';
 
 const PUSH_BATCH = 500;
@@ -78,6 +81,87 @@ export function deviceLabel(userAgent, electron) {
   return os ? `${app} · ${os}` : app;
 }
 
+// ---- conflicts ----------------------------------------------------------------------
+//
+// Every update and delete remembers what its author saw: `seen`, the values of the fields
+// it replaces (a delete: every field) as the screen showed them, and `base0`, the server
+// version of the project then. When the op is first sent, its base is worked out again
+// against the server's copy (`confirmed`, with the earlier ops of the batch on top):
+// - where every field it replaces still has the value its author saw, nobody touched
+//   them since, and the op is re-based on the version we now hold: others' changes to
+//   other fields (or to these fields and back) are no reason to bother anyone;
+// - otherwise the op keeps `base0` and the server reports the fields changed meanwhile.
+// The version "we now hold" must be one the server sent: after our own ack a project's
+// copy is our op folded onto the older one (`known_seq` keeps that older version), so a
+// push touching such a project pulls first. And an op is never sent, for the first
+// time, in one batch behind an op of the same project whose ack was lost: that op may
+// already be applied, and this one would then be judged against it (see `nextBatch`).
+
+/** A field's value as conflicts compare it: absent and null are the same. */
+function same(a, b) {
+  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
+/** The server version a copy of a project stands for (0: none). */
+export function knownSeq(row) {
+  if (!row) return 0;
+  return Number.isInteger(row.known_seq) ? row.known_seq : (Number.isInteger(row.seq) ? row.seq : 0);
+}
+
+/** The values an edit replaces, as its author saw them in `row`. */
+export function seenOf(kind, data, row) {
+  const fields = kind === 'delete' ? EDITABLE_FIELDS : Object.keys(data || {});
+  const seen = {};
+  for (const f of fields) seen[f] = row ? (row[f] ?? null) : null;
+  return seen;
+}
+
+/**
+ * The next batch to push: a prefix of `outbox` of at most `max` ops, ended before the
+ * first op never sent that follows an op of the same project already sent (whose ack
+ * was lost): the server may have applied that one, and the new op's base could not
+ * count it. Such an op goes in the next batch, after the ack and a pull.
+ */
+export function nextBatch(outbox, max) {
+  const resent = new Set();
+  const batch = [];
+  for (const op of outbox) {
+    if (batch.length >= max) break;
+    if (!op.sent && resent.has(op.id)) break;
+    if (op.sent) resent.add(op.id);
+    batch.push(op);
+  }
+  return batch;
+}
+
+/**
+ * Give each op of `batch` sent for the first time its `base_seq` (see above). `confirmed`
+ * is the server's copy. Ops made before conflicts were reported (no `seen`) carry none.
+ */
+export function assignBases(batch, confirmed) {
+  const work = new Map();
+  const rowOf = (id) => (work.has(id) ? work.get(id) : confirmed.get(id) || null);
+  for (const op of batch) {
+    const row = rowOf(op.id);
+    if (!op.sent && op.seen && (op.kind === 'update' || op.kind === 'delete')) {
+      const untouched = Object.entries(op.seen).every(([f, v]) => same(row ? row[f] : null, v));
+      const base = untouched ? knownSeq(confirmed.get(op.id)) : op.base0;
+      op.base_seq = Number.isInteger(base) && base >= 0 ? base : 0;
+    }
+    if (op.kind === 'delete') {
+      work.set(op.id, null);
+    } else if (op.kind === 'create' || row) {
+      // An op expected to conflict writes only the fields nobody else changed.
+      const data = {};
+      for (const [f, v] of Object.entries(op.data || {})) {
+        if (!op.seen || !(f in op.seen) || same(row ? row[f] : null, op.seen[f]) || op.sent) data[f] = v;
+      }
+      work.set(op.id, { ...(row || {}), ...data });
+    }
+  }
+  return batch;
+}
+
 function classifyAck(ack) {
   const status = String(ack.status ?? ack.result ?? (ack.ok === false ? 'rejected' : 'applied')).toLowerCase();
   if (status === 'conflict') return 'conflict';
@@ -87,8 +171,9 @@ function classifyAck(ack) {
 
 export class SyncEngine extends EventTarget {
   /**
-   * Events: 'change' (state changed; read `view()`), 'ack' (detail: { op, outcome, error }),
-   * 'unauthorized'.
+   * Events: 'change' (state changed; read `view()` and `conflicts`), 'ack' (detail:
+   * { op, outcome, error }), 'conflict-gone' (detail: { id, kind }: a conflict whose
+   * project was deleted meanwhile), 'unauthorized'.
    */
   constructor({ store, transport, clientSessionId, userId }) {
     super();
@@ -117,13 +202,22 @@ export class SyncEngine extends EventTarget {
     this.divergenceResets = 0;
     /** Bumped whenever an ack folds an op into `confirmed` outside a pull. */
     this.epoch = 0;
+    /**
+     * Edits the server did not apply because another device changed the same fields
+     * first, by project id, until the user chooses: { id, kind: 'update', fields:
+     * { field: { current, yours } } } or { id, kind: 'delete', project, seen } (the
+     * project now, and as it was when deleted). Stored with
+     * the outbox, so a reload does not lose them.
+     */
+    this.conflicts = new Map();
   }
 
   async init() {
-    const { projects, outbox, cursor } = await this.store.load();
+    const { projects, outbox, cursor, conflicts } = await this.store.load();
     this.confirmed = new Map(projects.map((p) => [p.id, p]));
     this.outbox = outbox.sort((a, b) => a.n - b.n);
     this.cursor = cursor;
+    this.conflicts = new Map((conflicts || []).filter((c) => c && c.id).map((c) => [c.id, c]));
     this.loaded = true;
     this.changed();
     this.transport.addEventListener('connected', () => this.resync());
@@ -149,14 +243,16 @@ export class SyncEngine extends EventTarget {
   }
 
   async siblingChanged() {
-    const outbox = await this.store.loadOutbox();
+    const [outbox, conflicts] = await Promise.all([this.store.loadOutbox(), this.store.loadConflicts()]);
     this.outbox = outbox.sort((a, b) => a.n - b.n);
+    this.conflicts = new Map((conflicts || []).filter((c) => c && c.id).map((c) => [c.id, c]));
     this.changed();
     this.pull().catch(() => {});
   }
 
   changed() {
     this.viewCache = null;
+    this.followConflicts();
     this.dispatchEvent(new Event('change'));
   }
 
@@ -197,9 +293,15 @@ export class SyncEngine extends EventTarget {
    * also returns `verdict`: a promise of { outcome, error } once the server answered,
    * or null if it did not within `waitMs` (the op stays queued either way). Whoever
    * waits owns the verdict; unclaimed refusals are announced through the 'ack' event.
+   * `seen`: the values the edit replaces as its author saw them, when that is not what
+   * the screen shows now (a conflict's "current" values); see "Conflicts" above.
    */
-  async mutate(kind, id, data, { waitMs = 0 } = {}) {
+  async mutate(kind, id, data, { waitMs = 0, seen = null } = {}) {
     const op = { op_id: uuid(), kind, id, data: data ?? null, at: Date.now() };
+    if (kind === 'update' || kind === 'delete') {
+      op.seen = seen || seenOf(kind, data, this.view().get(id));
+      op.base0 = knownSeq(this.confirmed.get(id));
+    }
     op.n = await this.store.enqueue(op);
     this.outbox.push(op);
     this.changed();
@@ -246,8 +348,27 @@ export class SyncEngine extends EventTarget {
 
   async pushAll() {
     let acked = false;
+    let pulled = false;
     while (this.outbox.length) {
-      const batch = this.outbox.slice(0, PUSH_BATCH);
+      let batch = nextBatch(this.outbox, PUSH_BATCH);
+      // A base is only as good as the copy it is read from: a project whose copy is our
+      // own op folded onto an older version is pulled first (once per push).
+      if (!pulled && batch.some((op) => !op.sent && op.seen && this.confirmed.has(op.id) && Number.isInteger(this.confirmed.get(op.id).known_seq))) {
+        pulled = true;
+        try {
+          await this.pull();
+        } catch {
+          return acked;
+        }
+        batch = nextBatch(this.outbox, PUSH_BATCH);
+        if (!batch.length) return acked;
+      }
+      const fresh = batch.filter((op) => !op.sent);
+      assignBases(batch, this.confirmed);
+      // Once sent, an op keeps its base: if it was applied and the ack lost, sending it
+      // again must ask the same question.
+      for (const op of fresh) op.sent = true;
+      if (fresh.length) await this.store.update(fresh);
       let res;
       try {
         res = await this.sendOps(batch);
@@ -285,7 +406,11 @@ export class SyncEngine extends EventTarget {
       client_id: `web-${this.clientSessionId}`,
       session_id: this.clientSessionId,
       client_label: this.clientLabel,
-      ops: ops.map(({ op_id, kind, id, data }) => (kind === 'delete' ? { op_id, kind, id } : { op_id, kind, id, data })),
+      ops: ops.map(({ op_id, kind, id, data, base_seq }) => {
+        const op = kind === 'delete' ? { op_id, kind, id } : { op_id, kind, id, data };
+        if (kind !== 'create' && Number.isInteger(base_seq)) op.base_seq = base_seq;
+        return op;
+      }),
     });
   }
 
@@ -309,22 +434,28 @@ export class SyncEngine extends EventTarget {
     this.epoch += 1;
     const upserts = [];
     const deletes = [];
+    const stale = outcome === 'conflict' && ack && ack.reason === 'stale';
     for (const op of ops) {
-      if (outcome === 'applied') {
-        // What the server applied is what we sent; fold it into the confirmed copy now
-        // so the display does not flicker until the next pull brings the row.
-        const row = ack && (ack.project || ack.data);
-        if (row && row.id === op.id && !row.deleted_at) this.confirmed.set(op.id, row);
-        else applyOp(this.confirmed, op);
-        // The row's version moves to the ack's seq, as the server's checksum expects.
-        const now = this.confirmed.get(op.id);
-        if (now && ack && Number.isInteger(ack.seq)) this.confirmed.set(op.id, { ...now, seq: ack.seq });
-        if (this.confirmed.has(op.id)) upserts.push(this.confirmed.get(op.id));
-        else deletes.push(op.id);
+      if (outcome === 'applied') this.fold(op, ack, upserts, deletes);
+      if (!stale) continue;
+      if (ack.project && typeof ack.project === 'object' && ack.project.id === op.id) {
+        // A stale delete answers with the project as it is: the server's own copy.
+        const mine = this.confirmed.get(op.id);
+        if (!mine || Number.isInteger(mine.known_seq) || !(mine.seq > ack.project.seq)) {
+          this.confirmed.set(op.id, ack.project);
+          upserts.push(ack.project);
+        }
+      } else if (Number.isInteger(ack.seq)) {
+        // The fields nobody else changed were applied.
+        const data = { ...(op.data || {}) };
+        for (const f of Object.keys(ack.fields || {})) delete data[f];
+        this.fold({ ...op, data }, ack, upserts, deletes);
       }
+      this.addConflict(op, ack);
     }
     await this.store.commit({ upserts, deletes });
     await this.store.dequeue(ops.map((op) => op.n));
+    if (stale) await this.saveConflicts();
     const gone = new Set(ops.map((op) => op.op_id));
     this.outbox = this.outbox.filter((op) => !gone.has(op.op_id));
     this.markSynced();
@@ -337,6 +468,110 @@ export class SyncEngine extends EventTarget {
       if (w) w(detail);
       else this.dispatchEvent(new CustomEvent('ack', { detail }));
     }
+  }
+
+  /**
+   * Fold an applied op into `confirmed` now, so the display does not flicker until the
+   * next pull brings the row. The copy is marked with the version it was folded onto
+   * (`known_seq`) until the server sends the project itself.
+   */
+  fold(op, ack, upserts, deletes) {
+    const before = this.confirmed.get(op.id);
+    const seq = ack && Number.isInteger(ack.seq) ? ack.seq : null;
+    // A pull that already brought this version (or a later one) says it all.
+    if (before && !Number.isInteger(before.known_seq) && seq !== null && before.seq >= seq) return;
+    const row = ack && (ack.project || ack.data);
+    if (row && row.id === op.id && !row.deleted_at) this.confirmed.set(op.id, row);
+    else applyOp(this.confirmed, op);
+    const now = this.confirmed.get(op.id);
+    // The row's version moves to the ack's seq, as the server's checksum expects.
+    if (now && now !== row && seq !== null) this.confirmed.set(op.id, { ...now, seq, known_seq: knownSeq(before) });
+    if (this.confirmed.has(op.id)) upserts.push(this.confirmed.get(op.id));
+    else deletes.push(op.id);
+  }
+
+  // ---- conflicts ---------------------------------------------------------------------
+
+  /** Record a stale ack for the user to decide; later ones on a project add to it. */
+  addConflict(op, ack) {
+    const prev = this.conflicts.get(op.id);
+    if (op.kind === 'delete') {
+      this.conflicts.set(op.id, { id: op.id, kind: 'delete', project: ack.project || null, seen: op.seen || null, at: Date.now() });
+      return;
+    }
+    const fields = prev && prev.kind === 'update' ? { ...prev.fields } : {};
+    for (const [f, v] of Object.entries(ack.fields || {})) {
+      if (v && typeof v === 'object') fields[f] = { current: v.current ?? null, yours: v.yours ?? null };
+    }
+    if (!Object.keys(fields).length) return;
+    // A delete still waiting for the user's answer outranks an edit made before it.
+    if (prev && prev.kind === 'delete') return;
+    this.conflicts.set(op.id, { id: op.id, kind: 'update', fields, at: Date.now() });
+  }
+
+  saveConflicts() {
+    return this.store.saveConflicts([...this.conflicts.values()]).catch(() => {});
+  }
+
+  /**
+   * Keep each conflict's "current" side equal to the server's copy as it moves; a
+   * conflict whose project was deleted meanwhile is closed (and announced).
+   */
+  followConflicts() {
+    if (!this.conflicts.size) return;
+    let dirty = false;
+    for (const c of [...this.conflicts.values()]) {
+      const row = this.confirmed.get(c.id);
+      if (!row) {
+        if (this.outbox.some((op) => op.id === c.id && op.kind === 'create')) continue;
+        this.conflicts.delete(c.id);
+        dirty = true;
+        this.dispatchEvent(new CustomEvent('conflict-gone', { detail: { id: c.id, kind: c.kind } }));
+        continue;
+      }
+      if (Number.isInteger(row.known_seq)) continue; // our own fold, not the server's word
+      if (c.kind === 'delete') {
+        if (!c.project || !same(c.project, row)) {
+          c.project = row;
+          dirty = true;
+        }
+        continue;
+      }
+      for (const [f, v] of Object.entries(c.fields)) {
+        if (!same(v.current, row[f] ?? null)) {
+          v.current = row[f] ?? null;
+          dirty = true;
+        }
+      }
+    }
+    if (dirty) this.saveConflicts();
+  }
+
+  /** The user keeps their side: sent again, based on the values they were just shown. */
+  async keepMine(id) {
+    const c = this.conflicts.get(id);
+    if (!c) return;
+    this.conflicts.delete(id);
+    await this.saveConflicts();
+    if (c.kind === 'delete') {
+      await this.mutate('delete', id, null, { seen: c.project ? seenOf('delete', null, c.project) : null });
+    } else {
+      const data = {};
+      const seen = {};
+      for (const [f, v] of Object.entries(c.fields)) {
+        data[f] = v.yours;
+        seen[f] = v.current;
+      }
+      await this.mutate('update', id, data, { seen });
+    }
+  }
+
+  /** The user keeps the other device's version: their edit is dropped. */
+  async keepCurrent(id) {
+    if (!this.conflicts.delete(id)) return;
+    await this.saveConflicts();
+    this.changed();
+    this.notifySiblings();
   }
 
   // ---- pulling -----------------------------------------------------------------------

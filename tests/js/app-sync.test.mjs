@@ -12,6 +12,8 @@ import {
 
 const INDEX_FILE_URL = pathToFileURL(path.join(STATIC_ROOT, 'index.html')).href;
 const user = { name: 'Amina Benali', email: `amina.${Date.now()}@chantier.ma`, password: 'b3ton-arme!' };
+/** Chrome on Windows, as a third device announces itself. */
+const WINDOWS_CHROME = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36';
 
 /** Console errors a server-down page legitimately shows: the failed requests themselves. */
 const isNetworkFailure = (e) => /Failed to load resource|net::ERR_|ERR_CONNECTION_REFUSED|Failed to fetch/.test(e);
@@ -234,6 +236,144 @@ describe('web app on the real gateway and API', () => {
     await waitConn(B.page, 'websocket');
     assert.deepEqual(await listNames(B.page), await listNames(A.page));
   }
+
+  test('an offline edit that meets a newer one from another device asks on A: "keep mine" and "keep current" each end equal everywhere, and history names both devices', async () => {
+    // A third device, Chrome on Windows, so history can tell the two apart.
+    const C = await newDevice(browser, { name: 'C', userAgent: WINDOWS_CHROME });
+    const name = 'Clinique Agdal';
+    const shownProgress = async (page) => Number(await page.getAttribute(`${rowByName(name)} progress`, 'value'));
+    const { token } = JSON.parse(await A.page.evaluate(() => localStorage.getItem('btp.session')));
+    const server = async () => {
+      const res = await fetch(`${system.url}/api/projects`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(res.status, 200);
+      return (await res.json()).projects.find((p) => p.name === name);
+    };
+    const conflictFields = () => A.page.$$eval(tid('conflict-field'), (els) => els.map((e) => [
+      e.dataset.field,
+      e.querySelector('[data-testid="conflict-yours"]').textContent,
+      e.querySelector('[data-testid="conflict-current"]').textContent,
+    ]).sort());
+    try {
+      await C.page.goto(system.url);
+      await signIn(C.page, user);
+      await waitConn(C.page, 'websocket');
+      await C.page.waitForSelector(rowByName(name));
+
+      // 1. A, offline, sets 15 % with a note and a city; then C, online, sets 30 % and
+      // another note. A comes back: its progress and note are not written over C's.
+      await A.context.setOffline(true);
+      await waitConn(A.page, 'offline');
+      await editProject(A.page, name, { progress: 15, notes: 'Dalle du R+1 coulée', city: 'Témara' });
+      await editProject(C.page, name, { progress: 30, notes: 'Coffrage R+1 en cours' });
+      await A.context.setOffline(false);
+      await waitConn(A.page, 'websocket');
+      await A.page.waitForSelector(tid('conflict-dialog'), { timeout: 10000 });
+      assert.deepEqual(await conflictFields(), [
+        ['notes', 'Dalle du R+1 coulée', 'Coffrage R+1 en cours'],
+        ['progress', '15 %', '30 %'],
+      ]);
+      // The field C did not touch was applied by the same op, and C's values stand.
+      const mid = await server();
+      assert.deepEqual([mid.progress, mid.notes, mid.city], [30, 'Coffrage R+1 en cours', 'Témara']);
+      assert.equal(await eventually(async () => (await shownProgress(A.page)) === 30), true, 'A shows the current value meanwhile');
+      assert.equal(await pendingCount(A.page), 0);
+      await shot(A.page, '08b-conflict-dialog.png');
+
+      // The choice waits across a reload, and asks in Arabic too.
+      await A.page.evaluate(() => localStorage.setItem('btp.lang', 'ar'));
+      await A.page.reload();
+      await A.page.waitForSelector(tid('conflict-dialog'));
+      assert.equal(await A.page.getAttribute('html', 'dir'), 'rtl');
+      assert.match(await A.page.textContent(tid('conflict-dialog')), /قيمتك.*القيمة الحالية/s);
+      await shot(A.page, '08c-conflict-dialog-ar.png');
+      await A.page.evaluate(() => localStorage.setItem('btp.lang', 'fr'));
+      await A.page.reload();
+      await A.page.waitForSelector(tid('conflict-dialog'));
+      await waitConn(A.page, 'websocket');
+
+      // "Keep mine": A's 15 % and note win, on both devices and on the server.
+      await A.page.click(tid('conflict-keep-mine'));
+      await A.page.waitForSelector(tid('conflict-dialog'), { state: 'detached' });
+      const mine = await eventually(async () => (await shownProgress(A.page)) === 15 && (await shownProgress(C.page)) === 15 && (await pendingCount(A.page)) === 0, { timeout: 15000 });
+      assert.ok(mine, `A ${await shownProgress(A.page)} / C ${await shownProgress(C.page)}`);
+      const kept = await server();
+      assert.deepEqual([kept.progress, kept.notes, kept.city], [15, 'Dalle du R+1 coulée', 'Témara']);
+
+      // 2. Again, and "keep current": C's 55 % stays and A's edit is gone from its queue.
+      await A.context.setOffline(true);
+      await waitConn(A.page, 'offline');
+      await editProject(A.page, name, { progress: 40 });
+      assert.equal(await pendingCount(A.page), 1);
+      await editProject(C.page, name, { progress: 55 });
+      await A.context.setOffline(false);
+      await waitConn(A.page, 'websocket');
+      await A.page.waitForSelector(tid('conflict-dialog'), { timeout: 10000 });
+      assert.deepEqual(await conflictFields(), [['progress', '40 %', '55 %']]);
+      await A.page.click(tid('conflict-keep-current'));
+      await A.page.waitForSelector(tid('conflict-dialog'), { state: 'detached' });
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(await shownProgress(A.page), 55);
+      assert.equal(await shownProgress(C.page), 55);
+      assert.equal(await pendingCount(A.page), 0);
+      assert.equal((await server()).progress, 55);
+      assert.equal(await C.page.$(tid('conflict-dialog')), null, 'the device whose edit was newer is never asked');
+
+      // The project's history on A names both devices, newest first; the refused
+      // progress of 40 % appears nowhere.
+      const { id } = await server();
+      await A.page.goto(`${system.url}/#/p/${id}`);
+      await A.page.waitForSelector(`${tid('history-panel')}[data-state="ready"]`);
+      const entries = await A.page.$$eval(tid('history-entry'), (els) => els.map((e) => [
+        e.querySelector('[data-testid="history-device"]').textContent,
+        [...e.querySelectorAll('[data-field]')].map((f) => f.dataset.field).sort().join(','),
+      ]));
+      assert.deepEqual(entries.slice(0, 4), [
+        ['Chrome · Windows', 'progress'],
+        ['Chrome · Linux', 'notes,progress'],
+        ['Chrome · Linux', 'city'],
+        ['Chrome · Windows', 'notes,progress'],
+      ]);
+      assert.doesNotMatch(await A.page.textContent(tid('history-panel')), /40 %/);
+      await shot(A.page, '08d-history-two-devices.png');
+      await A.page.goto(`${system.url}/#/`);
+      await A.page.waitForSelector(`${tid('totals')}[data-ready="true"]`);
+
+      // 3. A delete made offline meets a later change: A confirms on what it is now.
+      const shed = 'Hangar Skhirat';
+      await createProject(C.page, { name: shed, city: 'Skhirat' });
+      await A.page.waitForSelector(rowByName(shed));
+      const staleDelete = async (before, progress) => {
+        await A.context.setOffline(true);
+        await waitConn(A.page, 'offline');
+        await deleteProject(A.page, shed);
+        await editProject(C.page, shed, { progress });
+        await A.context.setOffline(false);
+        await waitConn(A.page, 'websocket');
+        await A.page.waitForSelector(`${tid('conflict-dialog')}[data-kind="delete"]`, { timeout: 10000 });
+        // It shows what changed since the delete: the progress, as A saw it and as it is.
+        assert.deepEqual(await conflictFields(), [['progress', `${before} %`, `${progress} %`]]);
+        // Meanwhile the project is back in A's list, as it is on the server.
+        await A.page.waitForSelector(rowByName(shed));
+      };
+      await staleDelete(0, 70);
+      await shot(A.page, '08e-stale-delete.png');
+      await A.page.click(tid('conflict-keep-current'));
+      await A.page.waitForSelector(tid('conflict-dialog'), { state: 'detached' });
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok(await A.page.$(rowByName(shed)), 'kept on A');
+      assert.ok(await C.page.$(rowByName(shed)), 'kept on C');
+      await staleDelete(70, 80);
+      await A.page.click(tid('conflict-keep-mine'));
+      await A.page.waitForSelector(tid('conflict-dialog'), { state: 'detached' });
+      await A.page.waitForSelector(rowByName(shed), { state: 'detached', timeout: 10000 });
+      await C.page.waitForSelector(rowByName(shed), { state: 'detached', timeout: 10000 });
+      assert.equal(await pendingCount(A.page), 0);
+      assert.deepEqual(C.errors.filter((e) => !isNetworkFailure(e)), []);
+    } finally {
+      await A.context.setOffline(false);
+      await C.context.close();
+    }
+  });
 
   test('sync uses the WebSocket transport through the gateway, never long-polling', async (t) => {
     for (const d of [A, B]) {

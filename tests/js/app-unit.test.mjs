@@ -1,13 +1,13 @@
 // The web app's pure pieces, run in Node straight from static/ (no build step): the
 // Socket.IO packet codec, the reconnect backoff, the checksum the server also computes,
-// and how server changes and acks are read.
+// how server changes and acks are read, and how a push's ops get their base.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { decodeSio, encodeEvent } from '../../static/js/sio.js';
 import { backoffDelay } from '../../static/js/transport.js';
 import { checksumOf, sha256Hex } from '../../static/js/checksum.js';
-import { parseChange, ackError, deviceLabel } from '../../static/js/sync.js';
+import { parseChange, ackError, deviceLabel, nextBatch, assignBases, knownSeq, seenOf } from '../../static/js/sync.js';
 import { validate, validateDates, applyOp, uuid } from '../../static/js/project.js';
 
 test('socket.io packets decode with namespace, ack id and payload', () => {
@@ -101,4 +101,70 @@ test('the device label names the browser (or Electron) and the system, as histor
     const label = deviceLabel(ua, electron);
     assert.ok(label.length >= 1 && label.length <= 80 && !/[\u0000-\u001f]/.test(label), label);
   }
+});
+
+// An update as the engine queues it: what its author saw, and the version then.
+function edit(id, data, seen, base0, extra = {}) {
+  return { op_id: `${id}-${Object.keys(data).join('-')}-${base0}`, kind: 'update', id, data, seen, base0, ...extra };
+}
+
+test('an op whose fields nobody else touched is re-based on the version held now; a touched one keeps its old base', () => {
+  // The author saw progress 10 and notes "a" at version 4; the server's copy is now at 9:
+  // another device changed the city (not ours to judge) and the notes (ours).
+  const confirmed = new Map([['p', { id: 'p', seq: 9, progress: 10, notes: 'b', city: 'Fès' }]]);
+  const progress = edit('p', { progress: 15 }, { progress: 10 }, 4);
+  const notes = edit('p', { notes: 'mine' }, { notes: 'a' }, 4);
+  assignBases([progress, notes], confirmed);
+  assert.equal(progress.base_seq, 9);
+  assert.equal(notes.base_seq, 4);
+  // An edit made on top of an earlier pending edit of this device saw that edit's value.
+  const first = edit('p', { progress: 15 }, { progress: 10 }, 9);
+  const second = edit('p', { progress: 20 }, { progress: 15 }, 9);
+  assignBases([first, second], confirmed);
+  assert.deepEqual([first.base_seq, second.base_seq], [9, 9]);
+  // ...unless that earlier edit is itself expected to conflict: then the second too.
+  const stale = edit('p', { notes: 'x' }, { notes: 'a' }, 4);
+  const after = edit('p', { notes: 'y' }, { notes: 'x' }, 4);
+  assignBases([stale, after], confirmed);
+  assert.deepEqual([stale.base_seq, after.base_seq], [4, 4]);
+  // A delete compares every field its author saw.
+  const row = confirmed.get('p');
+  const del = { op_id: 'd', kind: 'delete', id: 'p', data: null, seen: seenOf('delete', null, { ...row, notes: 'a' }), base0: 4 };
+  assignBases([del], confirmed);
+  assert.equal(del.base_seq, 4);
+  const delNow = { op_id: 'd2', kind: 'delete', id: 'p', data: null, seen: seenOf('delete', null, row), base0: 4 };
+  assignBases([delNow], confirmed);
+  assert.equal(delNow.base_seq, 9);
+});
+
+test('a base is never worked out again once sent, nor from a copy our own ack made', () => {
+  const sent = edit('p', { progress: 15 }, { progress: 10 }, 4, { sent: true, base_seq: 4 });
+  assignBases([sent], new Map([['p', { id: 'p', seq: 9, progress: 10 }]]));
+  assert.equal(sent.base_seq, 4);
+  // Our own op folded at 12 onto version 9: the copy stands for version 9.
+  const folded = { id: 'p', seq: 12, known_seq: 9, progress: 15 };
+  assert.equal(knownSeq(folded), 9);
+  assert.equal(knownSeq({ id: 'p', seq: 12 }), 12);
+  assert.equal(knownSeq(undefined), 0);
+  const next = edit('p', { progress: 20 }, { progress: 15 }, 9);
+  assignBases([next], new Map([['p', folded]]));
+  assert.equal(next.base_seq, 9);
+  // Ops from before conflicts were reported carry no base; creates never do.
+  const legacy = { op_id: 'l', kind: 'update', id: 'p', data: { progress: 1 } };
+  const create = { op_id: 'c', kind: 'create', id: 'q', data: { name: 'Q' } };
+  assignBases([legacy, create], new Map());
+  assert.equal(legacy.base_seq, undefined);
+  assert.equal(create.base_seq, undefined);
+});
+
+test('a new op does not share a batch with an earlier op of its project whose ack was lost', () => {
+  const op = (id, n, sent = false) => ({ op_id: `${id}${n}`, id, n, sent });
+  const outbox = [op('a', 1, true), op('b', 2, true), op('b', 3), op('a', 4), op('c', 5)];
+  // b3 follows b2, which was sent and never acknowledged: the batch ends before b3.
+  assert.deepEqual(nextBatch(outbox, 500).map((o) => o.op_id), ['a1', 'b2']);
+  assert.deepEqual(nextBatch(outbox, 1).map((o) => o.op_id), ['a1']);
+  // Ops all sent together before, or all new, travel together.
+  assert.deepEqual(nextBatch([op('a', 1, true), op('a', 2, true)], 500).length, 2);
+  assert.deepEqual(nextBatch([op('a', 1), op('a', 2), op('b', 3)], 500).length, 3);
+  assert.deepEqual(nextBatch([], 500), []);
 });

@@ -5,8 +5,8 @@ import { t } from '../i18n.js';
 import { money, date, dateTime, relativeTime } from '../format.js';
 import { statusBadge, progressBar } from './list.js';
 
-/** A history value as the detail view shows that field. */
-function shown(field, value) {
+/** A field's value as the detail view shows it (history, conflicts). */
+export function shown(field, value) {
   if (value === null || value === undefined || value === '') return t('empty.dash');
   if (field === 'status') return t(`status.${value}`);
   if (field === 'budget_centimes') return money(value);
@@ -16,12 +16,17 @@ function shown(field, value) {
 }
 
 const FIELD_LABEL = { budget_centimes: 'field.budget' };
+
+/** A field's label in the user's language. */
+export function fieldLabel(field) {
+  return t(FIELD_LABEL[field] || `field.${field}`);
+}
 const HISTORY_RETRY_MS = 5000;
 
 function historyEntry(entry) {
   const changes = Object.entries(entry.fields || {}).map(([field, { from, to }]) =>
     h('li', { class: 'history-change', 'data-field': field },
-      h('span', { class: 'label', text: t(FIELD_LABEL[field] || `field.${field}`) }),
+      h('span', { class: 'label', text: fieldLabel(field) }),
       entry.kind === 'create' ? null : h('span', { class: 'history-from', text: shown(field, from) }),
       entry.kind === 'create' ? null : h('span', { 'aria-hidden': 'true', text: ' → ' }),
       h('span', { class: 'history-to', text: shown(field, to) })));

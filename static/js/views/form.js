@@ -142,6 +142,8 @@ export function openProjectForm({ engine, project, isOnline }) {
       return;
     }
     dialog.close();
+    // A stale edit opens the conflict dialog; any other conflict is a deleted project.
+    if (verdict.outcome === 'conflict' && verdict.error && verdict.error.code === 'stale') return;
     if (verdict.outcome === 'conflict') toast(t('toast.conflict'), 'warn');
     else toast(t(editing ? 'toast.updated' : 'toast.created'), 'ok');
   }

@@ -21,12 +21,13 @@ export function launch() {
 }
 
 /**
- * A browser context = one device. Returns { context, page, errors, sockets, requests }.
+ * A browser context = one device (`userAgent`: another browser's, as history labels it).
+ * Returns { context, page, errors, sockets, requests }.
  * `errors` gathers console errors and page exceptions; `sockets` every WebSocket URL
  * opened with the text frames it received; `requests` every request URL.
  */
-export async function newDevice(browser, { name, viewport = { width: 1280, height: 800 }, initScript, electronApiUrl } = {}) {
-  const context = await browser.newContext({ viewport, locale: 'fr-FR', timezoneId: 'Africa/Casablanca' });
+export async function newDevice(browser, { name, viewport = { width: 1280, height: 800 }, initScript, electronApiUrl, userAgent } = {}) {
+  const context = await browser.newContext({ viewport, locale: 'fr-FR', timezoneId: 'Africa/Casablanca', ...(userAgent ? { userAgent } : {}) });
   if (electronApiUrl !== undefined) {
     // What the Electron preload does: expose the API URL before any page script runs.
     await context.addInitScript((apiUrl) => { window.electron = { apiUrl }; }, electronApiUrl);
