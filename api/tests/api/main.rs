@@ -24,6 +24,7 @@ mod accounts;
 mod bad_input;
 mod bus;
 mod concurrency;
+mod conflicts;
 mod convergence;
 mod projects;
 mod regression;
