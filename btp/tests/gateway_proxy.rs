@@ -89,10 +89,24 @@ async fn gateway_threads_sizes_the_serving_runtime() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 200);
-    // Pingora names each service's runtime threads after the service.
+    // One thread per shard, each with its own runtime; Pingora's runtime for the public
+    // service only starts them.
     let names = thread_names(gw.process.pid());
-    let public = names.iter().filter(|n| *n == "btp public").count();
-    assert_eq!(public, 3, "{names:?}");
+    let mut shards: Vec<_> = names
+        .iter()
+        .filter(|n| n.starts_with("btp-edge-"))
+        .collect();
+    shards.sort();
+    assert_eq!(
+        shards,
+        ["btp-edge-0", "btp-edge-1", "btp-edge-2"],
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| *n == "btp public").count(),
+        1,
+        "{names:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

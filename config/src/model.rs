@@ -82,7 +82,8 @@ pub struct Gateway {
     pub public_url: String,
     /// Where `btp up` / `btp gateway` write their pid, for `btp reload`.
     pub pid_file: String,
-    /// Worker threads of the gateway (one runtime, work-stealing); 0 = one per CPU core.
+    /// Threads serving the public listeners, each with its own runtime, copy of the
+    /// listening sockets and upstream connections (thread per core); 0 = one per CPU core.
     pub threads: usize,
     /// Under `btp up`: give a plain-HTTP WebSocket connection to its API worker once the
     /// upgrade is routed (descriptor passing), instead of relaying its frames. TLS

@@ -134,10 +134,8 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         conf: None,
     };
     private_dir(&settings.upgrade_dir)?;
-    let mut server = Server::new_with_opt_and_conf(
-        opt,
-        server_conf(settings.listen, settings.threads, &settings.upgrade_dir),
-    );
+    let mut server =
+        Server::new_with_opt_and_conf(opt, server_conf(settings.listen, &settings.upgrade_dir));
     server.bootstrap();
 
     let live = live::live(settings.clone(), store);
@@ -145,6 +143,7 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         pool.clone(),
         metrics.clone(),
         settings.upstream_max_connections,
+        settings.threads,
     ))));
     let gateway = Gateway {
         live: live.clone(),
@@ -223,9 +222,11 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
 /// that gateways on different ports never share one and a graceful upgrade of one finds
 /// its predecessor, in a directory only this user can enter: whoever listens on that path
 /// is handed the listening sockets (the patched transfer also checks the peer's user).
-fn server_conf(listen: SocketAddr, threads: usize, upgrade_dir: &Path) -> ServerConf {
+fn server_conf(listen: SocketAddr, upgrade_dir: &Path) -> ServerConf {
     ServerConf {
-        threads,
+        // For the admin listener, the health checks and the supervisor: light work. The
+        // public connections are served by the gateway's own threads (edge::listen).
+        threads: 1,
         upgrade_sock: upgrade_dir
             .join(format!("{}.sock", listen.port()))
             .display()
@@ -234,11 +235,6 @@ fn server_conf(listen: SocketAddr, threads: usize, upgrade_dir: &Path) -> Server
             .join(format!("{}.pid", listen.port()))
             .display()
             .to_string(),
-        // One multi-threaded runtime (one IO driver) rather than a single-threaded runtime
-        // per thread: Pingora accepts on one runtime and hands each connection to a random
-        // one, and pools upstream connections across all of them, so with separate
-        // runtimes most socket readiness is seen by one thread's driver and delivered to a
-        // task on another, an eventfd wake-up each time (2.4 per proxied request, measured).
         work_stealing: true,
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),

@@ -7,11 +7,20 @@
 //! [`Edge`] serves it, HTTP/1 itself and HTTP/2 through Pingora. The listening sockets
 //! are Pingora's to hand over in a binary upgrade, under the same keys Pingora's own
 //! listeners used (the address), so an upgrade from a gateway that still had them works.
+//!
+//! Thread per core: `gateway.threads` shards, each an OS thread with its own
+//! single-threaded runtime accepting on its own copy of every listening socket. A
+//! connection lives on the shard that accepted it, with everything it waits on — its
+//! socket, its upstream connections (pooled per shard: see `upstream::conns`), its
+//! timers — so a proxied request is served by one thread from accept to answer, without
+//! the cross-thread wake-ups of a shared work-stealing runtime (measured: bench/README).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -79,36 +88,40 @@ where
     async fn start_service(
         &mut self,
         fds: Option<ListenFds>,
-        shutdown: ShutdownWatch,
+        mut shutdown: ShutdownWatch,
         _listeners_per_fd: usize,
         ready_notifier: ServiceReadyNotifier,
     ) {
-        let mut loops = Vec::new();
+        let mut sockets = Vec::new();
         for (addr, tls) in
             std::iter::once((self.plain, None)).chain(self.tls.clone().map(|(a, t)| (a, Some(t))))
         {
-            let listener = match listener(addr, fds.as_ref()).and_then(|l| {
+            match listener(addr, fds.as_ref()).and_then(|l| {
                 l.set_nonblocking(true)?;
-                TcpListener::from_std(l)
+                Ok(l)
             }) {
-                Ok(listener) => listener,
+                Ok(listener) => sockets.push((listener, tls)),
                 Err(e) => {
                     // The addresses were checked at start: this is a lost race for one.
                     tracing::error!(%addr, error = %e, "cannot listen");
                     std::process::exit(1);
                 }
-            };
-            let accept = Accept {
-                edge: self.edge.clone(),
-                tls,
-                live: self.live.clone(),
-                gate: self.gate.clone(),
-                metrics: self.metrics.clone(),
-            };
-            loops.push(tokio::spawn(accept.run(listener, shutdown.clone())));
+            }
+        }
+        for shard in 0..self.threads.max(1) {
+            if let Err(e) = self.start_shard(shard, &sockets, &shutdown) {
+                tracing::error!(shard, error = %format!("{e:#}"), "cannot start a gateway thread");
+                std::process::exit(1);
+            }
         }
         ready_notifier.notify_ready();
-        futures::future::join_all(loops).await;
+        // The shards stop accepting on the same signal; their connections carry on until
+        // the process exits, after Pingora's grace period, as they did on its runtime.
+        while !*shutdown.borrow_and_update() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
         self.edge.cleanup().await;
     }
 
@@ -117,12 +130,72 @@ where
     }
 
     fn threads(&self) -> Option<usize> {
-        Some(self.threads)
+        // Only this service's start: connections are served by its shards.
+        Some(1)
     }
 
     fn listen_addresses(&self) -> Option<Vec<String>> {
         // Claims the sockets in an upgrade, so Pingora keeps them open for us.
         Some(self.addresses().iter().map(|a| a.to_string()).collect())
+    }
+}
+
+impl<A> Listen<A>
+where
+    A: ServerApp + Send + Sync + 'static,
+{
+    /// Start shard `shard`: a thread with its own runtime, accepting on its own copy of
+    /// each of `sockets` until `shutdown`.
+    fn start_shard(
+        &self,
+        shard: usize,
+        sockets: &[(std::net::TcpListener, Option<Arc<Acceptor>>)],
+        shutdown: &ShutdownWatch,
+    ) -> anyhow::Result<()> {
+        let copies = sockets
+            .iter()
+            .map(|(socket, tls)| Ok((socket.try_clone()?, tls.clone())))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("copying a listening socket")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building its runtime")?;
+        let accepts: Vec<_> = copies
+            .into_iter()
+            .map(|(socket, tls)| {
+                let accept = Accept {
+                    edge: self.edge.clone(),
+                    tls,
+                    live: self.live.clone(),
+                    gate: self.gate.clone(),
+                    metrics: self.metrics.clone(),
+                };
+                (accept, socket, shutdown.clone())
+            })
+            .collect();
+        std::thread::Builder::new()
+            .name(format!("btp-edge-{shard}"))
+            .spawn(move || {
+                crate::upstream::conns::enter_shard(shard);
+                runtime.block_on(async move {
+                    for (accept, socket, shutdown) in accepts {
+                        match TcpListener::from_std(socket) {
+                            Ok(listener) => {
+                                tokio::spawn(accept.run(listener, shutdown));
+                            }
+                            Err(e) => {
+                                tracing::error!(shard, error = %e, "cannot accept");
+                                std::process::exit(1);
+                            }
+                        }
+                    }
+                    // Serve the accepted connections until the process exits.
+                    std::future::pending::<()>().await
+                })
+            })
+            .context("starting its thread")?;
+        Ok(())
     }
 }
 

@@ -4,12 +4,18 @@
 //! [`IDLE_LIFETIME`], or when it is readable — the worker closed it (that check uses the
 //! runtime's readiness, so the common case costs no system call).
 //!
+//! Idle connections are kept per gateway thread (shard, see `edge::listen`): a socket is
+//! registered with the runtime of the thread that opened it, and taken again only by
+//! that thread, so its readiness never has to cross threads. Threads that are not shards
+//! share one more pool.
+//!
 //! Connections carrying a request are bounded per worker (`upstream_max_connections`):
 //! a request beyond the bound waits for one to come back, up to the connect timeout,
 //! rather than opening more. A burst of clients (640 HTTP/2 streams at once, in the
 //! benchmark) then cannot overflow a worker's accept queue, and connections are reused
 //! instead of churned: as many are kept idle as may be busy.
 
+use std::cell::Cell;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,6 +28,16 @@ use crate::metrics::Metrics;
 
 /// A pooled connection idle for longer is closed rather than reused.
 pub const IDLE_LIFETIME: Duration = Duration::from_secs(60);
+
+thread_local! {
+    /// The gateway thread (shard) this is, if it is one.
+    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Mark the calling thread as shard `shard`: its idle connections are its own.
+pub fn enter_shard(shard: usize) {
+    SHARD.with(|s| s.set(Some(shard)));
+}
 
 struct Idle {
     stream: TcpStream,
@@ -43,18 +59,23 @@ pub struct Upstream {
 pub struct Conns {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
-    /// Per worker, newest last; at most `max_busy` each.
+    /// Per shard (and one for other threads), per worker, newest last; at most
+    /// `max_busy` each.
     idle: Box<[Mutex<Vec<Idle>>]>,
+    shards: usize,
     /// Per worker, the places of connections carrying a request.
     busy: Box<[Arc<Semaphore>]>,
     max_busy: usize,
 }
 
 impl Conns {
-    /// `max_busy`: connections to one worker carrying a request at once (at least 1).
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, max_busy: usize) -> Conns {
+    /// `max_busy`: connections to one worker carrying a request at once (at least 1);
+    /// `shards`: the gateway's threads.
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, max_busy: usize, shards: usize) -> Conns {
         let max_busy = max_busy.clamp(1, Semaphore::MAX_PERMITS);
-        let idle = (0..pool.len()).map(|_| Mutex::new(Vec::new())).collect();
+        let idle = (0..pool.len() * (shards + 1))
+            .map(|_| Mutex::new(Vec::new()))
+            .collect();
         let busy = (0..pool.len())
             .map(|_| Arc::new(Semaphore::new(max_busy)))
             .collect();
@@ -62,9 +83,22 @@ impl Conns {
             pool,
             metrics,
             idle,
+            shards,
             busy,
             max_busy,
         }
+    }
+
+    /// The calling thread's idle connections to worker `index`.
+    fn idle_slot(&self, index: usize) -> Option<&Mutex<Vec<Idle>>> {
+        if index >= self.pool.len() {
+            return None;
+        }
+        let shard = SHARD
+            .with(Cell::get)
+            .filter(|s| *s < self.shards)
+            .unwrap_or(self.shards);
+        self.idle.get(shard * self.pool.len() + index)
     }
 
     pub fn pool(&self) -> &Arc<Pool> {
@@ -170,7 +204,7 @@ impl Conns {
     }
 
     fn take_idle(&self, index: usize) -> Option<TcpStream> {
-        let slot = self.idle.get(index)?;
+        let slot = self.idle_slot(index)?;
         let generation = self.pool.generation(index);
         loop {
             // The lock is held for the pop only: a stale connection closes outside it.
@@ -186,7 +220,7 @@ impl Conns {
 
     /// Give a connection back after an exchange that left it ready for another.
     pub fn check_in(&self, up: Upstream) {
-        let Some(slot) = self.idle.get(up.index) else {
+        let Some(slot) = self.idle_slot(up.index) else {
             return;
         };
         let generation = self.pool.generation(up.index);
