@@ -93,6 +93,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use btp_api::project::FIELDS;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
@@ -107,19 +108,6 @@ const STEPS: usize = 2_000;
 const SEEDS: [u64; 2] = [16, 20_261_207];
 /// Largest batch a device pushes.
 const MAX_BATCH: usize = 6;
-
-/// The editable fields of a project, as a pull shows them (api/src/project.rs `FIELDS`).
-const FIELDS: [&str; 9] = [
-    "name",
-    "client",
-    "city",
-    "budget_centimes",
-    "status",
-    "start_date",
-    "end_date",
-    "progress",
-    "notes",
-];
 
 /// The fields the devices edit (the dates are left alone: their order is validated on
 /// the merged row, which would turn some edits into rejections).
