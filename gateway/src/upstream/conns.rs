@@ -257,3 +257,71 @@ fn quiet(stream: &TcpStream) -> bool {
     let mut probe = [0u8; 1];
     matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// On shard `shard`, in its own runtime: check out a connection to worker 0, say
+    /// whether it was reused, and check it back in. The runtime lives while `go` has
+    /// more turns, as a shard's does.
+    fn shard(
+        conns: Arc<Conns>,
+        shard: usize,
+        turns: usize,
+    ) -> (mpsc::Sender<()>, mpsc::Receiver<bool>) {
+        let (go, turn) = mpsc::channel::<()>();
+        let (said, reused) = mpsc::channel();
+        std::thread::spawn(move || {
+            enter_shard(shard);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"));
+            for _ in 0..turns {
+                if turn.recv().is_err() {
+                    return;
+                }
+                let up = runtime
+                    .block_on(conns.checkout(None, false, Duration::from_secs(2)))
+                    .unwrap_or_else(|e| panic!("checkout: {e:?}"));
+                let _ = said.send(up.reused);
+                conns.check_in(up);
+            }
+        });
+        (go, reused)
+    }
+
+    #[test]
+    fn idle_connections_are_kept_per_shard() {
+        // A worker that accepts and stays silent: its connections stay reusable.
+        let worker = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr: SocketAddr = worker.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let pool = Arc::new(Pool::new(vec![addr]));
+        pool.set_healthy(0, true);
+        let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let conns = Arc::new(Conns::new(pool, metrics, 4, 2));
+
+        let (go0, reused0) = shard(conns.clone(), 0, 2);
+        let (go1, reused1) = shard(conns.clone(), 1, 2);
+        let next = |go: &mpsc::Sender<()>, reused: &mpsc::Receiver<bool>| {
+            go.send(()).unwrap_or_else(|e| panic!("{e}"));
+            reused
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // Each shard opens its own and then reuses its own, never the other's (which is
+        // registered with the other thread's runtime).
+        assert!(!next(&go0, &reused0), "shard 0's first connection is new");
+        assert!(
+            !next(&go1, &reused1),
+            "shard 1 does not take shard 0's idle one"
+        );
+        assert!(next(&go0, &reused0), "shard 0 reuses its own");
+        assert!(next(&go1, &reused1), "shard 1 reuses its own");
+        drop(worker);
+    }
+}
