@@ -52,7 +52,7 @@ class App {
     this.engine = null;
     this.transport = null;
     this.store = null;
-    this.listState = { query: '', status: '', limit: LIST_PAGE };
+    this.listState = { query: '', status: '', sort: 'newest', limit: LIST_PAGE };
     this.screen = null;
     /** The open conflict dialog, if any: one at a time, the project on screen first. */
     this.conflictDialog = null;

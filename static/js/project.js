@@ -67,11 +67,70 @@ export function uuid() {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
+/**
+ * Text as search compares it: lower case, without accents (French) or harakat (Arabic),
+ * with the letter variants people type interchangeably made one: alef forms → ا,
+ * ta marbuta → ه, alef maqsura → ي, hamza carriers → their letter; tatweel dropped;
+ * œ/æ spelled out.
+ */
+export function searchKey(text) {
+  return String(text ?? '')
+    .normalize('NFD')
+    .replace(/\p{M}/gu, '') // accents, harakat, hamza above/below, madda, dagger alef
+    .toLowerCase()
+    .replace(/\u0640/g, '') // tatweel
+    .replace(/[\u0671\u0672\u0673\u0675]/g, '\u0627') // alef wasla and other alef forms
+    .replace(/\u0629/g, '\u0647') // ta marbuta → ha
+    .replace(/\u0649/g, '\u064a') // alef maqsura → ya
+    .replace(/œ/g, 'oe')
+    .replace(/æ/g, 'ae');
+}
+
 export function matches(p, query, status) {
   if (status && p.status !== status) return false;
-  if (!query) return true;
-  const q = query.toLocaleLowerCase();
-  return [p.name, p.client, p.city, p.notes].some((v) => typeof v === 'string' && v.toLocaleLowerCase().includes(q));
+  const q = searchKey(query);
+  if (!q) return true;
+  return [p.name, p.client, p.city, p.notes].some((v) => typeof v === 'string' && searchKey(v).includes(q));
+}
+
+/** The list's orders: value of the `sort-select` option → comparison. */
+export const SORTS = ['newest', 'name', 'end_date', 'budget', 'progress'];
+
+function byName(a, b, locale) {
+  return String(a.name || '').localeCompare(String(b.name || ''), locale, { sensitivity: 'base' });
+}
+
+/**
+ * Compare two projects for `sort`: newest first; name A→Z; end date soonest first;
+ * budget largest first; progress least advanced first (what lags shows first). Projects
+ * without the value come last; ties go by name.
+ */
+export function compareBy(sort, locale) {
+  const missingLast = (x, y) => (x === null || x === undefined || x === '' ? 1 : 0) - (y === null || y === undefined || y === '' ? 1 : 0);
+  return (a, b) => {
+    let d = 0;
+    if (sort === 'name') d = 0;
+    else if (sort === 'end_date') d = missingLast(a.end_date, b.end_date) || String(a.end_date || '').localeCompare(String(b.end_date || ''));
+    else if (sort === 'budget') d = missingLast(a.budget_centimes, b.budget_centimes) || (b.budget_centimes ?? 0) - (a.budget_centimes ?? 0);
+    else if (sort === 'progress') d = missingLast(a.progress, b.progress) || (a.progress ?? 0) - (b.progress ?? 0);
+    else {
+      const ca = a.created_at || '';
+      const cb = b.created_at || '';
+      d = ca === cb ? 0 : (ca < cb ? 1 : -1);
+    }
+    return d || byName(a, b, locale);
+  };
+}
+
+/** Today as YYYY-MM-DD in the device's time zone (end dates are calendar dates). */
+export function today(now = new Date()) {
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}`;
+}
+
+/** Overdue: its end date has passed and it is not done. */
+export function isOverdue(p, day = today()) {
+  return Boolean(p.end_date) && p.end_date < day && p.status !== 'done';
 }
 
 export function totals(projects) {

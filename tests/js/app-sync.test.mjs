@@ -181,6 +181,22 @@ describe('web app on the real gateway and API', () => {
     await A.page.waitForSelector(tid('state-nomatch'));
     await A.page.click(tid('clear-filters'));
     assert.equal((await listNames(A.page)).length, 3);
+
+    // Accents and case do not matter; an end date passed on an unfinished project shows.
+    await A.page.fill(tid('search-input'), 'RESIDENCE');
+    assert.deepEqual(await listNames(A.page), ['Résidence Al Manar']);
+    assert.ok(await A.page.$(`${rowByName('Résidence Al Manar')} ${tid('project-row-overdue')}`), 'ended 2026-09-30, still active');
+    await A.page.fill(tid('search-input'), '');
+    assert.equal(await A.page.$(`${rowByName('Pont Oued Sebou')} ${tid('project-row-overdue')}`), null, 'ends in 2027');
+    // The list in the order asked for (as displayed, top to bottom).
+    const order = () => A.page.$$eval(tid('project-row'), (rows) => rows.map((r) => r.dataset.name));
+    await A.page.selectOption(tid('sort-select'), 'name');
+    assert.deepEqual(await order(), ['Entrepôt logistique Tanger Med', 'Pont Oued Sebou', 'Résidence Al Manar']);
+    await A.page.selectOption(tid('sort-select'), 'budget');
+    assert.deepEqual(await order(), ['Pont Oued Sebou', 'Résidence Al Manar', 'Entrepôt logistique Tanger Med']);
+    await A.page.selectOption(tid('sort-select'), 'end_date');
+    assert.deepEqual(await order(), ['Résidence Al Manar', 'Pont Oued Sebou', 'Entrepôt logistique Tanger Med']);
+    await A.page.selectOption(tid('sort-select'), 'newest');
     await A.page.waitForSelector(tid('toast'), { state: 'detached', timeout: 10000 });
     await shot(A.page, '00-overview.png'); // copied to docs/screenshot.png
   });

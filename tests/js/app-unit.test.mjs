@@ -8,7 +8,7 @@ import { decodeSio, encodeEvent } from '../../static/js/sio.js';
 import { backoffDelay } from '../../static/js/transport.js';
 import { checksumOf, sha256Hex } from '../../static/js/checksum.js';
 import { parseChange, ackError, deviceLabel, nextBatch, assignBases, knownSeq, seenOf } from '../../static/js/sync.js';
-import { validate, validateDates, applyOp, uuid } from '../../static/js/project.js';
+import { validate, validateDates, applyOp, uuid, searchKey, matches, compareBy, isOverdue, today } from '../../static/js/project.js';
 
 test('socket.io packets decode with namespace, ack id and payload', () => {
   assert.deepEqual(decodeSio('0{"sid":"x"}'), { type: '0', nsp: '/', id: null, data: { sid: 'x' } });
@@ -167,4 +167,39 @@ test('a new op does not share a batch with an earlier op of its project whose ac
   assert.deepEqual(nextBatch([op('a', 1, true), op('a', 2, true)], 500).length, 2);
   assert.deepEqual(nextBatch([op('a', 1), op('a', 2), op('b', 3)], 500).length, 3);
   assert.deepEqual(nextBatch([], 500), []);
+});
+
+test('search ignores case and accents in French, harakat and letter variants in Arabic', () => {
+  const p = { name: 'Résidence Al Manar', client: 'Groupe Addoha', city: 'Casablanca', notes: 'Cœur d’îlot', status: 'active' };
+  for (const q of ['residence', 'RÉSIDENCE', 'Residénce', 'coeur d’ilot', 'CŒUR']) assert.ok(matches(p, q, ''), q);
+  assert.ok(!matches(p, 'residences', ''));
+  assert.ok(!matches(p, 'residence', 'done'), 'the status filter still applies');
+  const ar = { name: 'مدرسة الأمل', city: 'إفران', notes: 'بِنَاءُ المُستَشفى', status: 'planned' };
+  // ta marbuta / ha, alef with hamza / bare alef, harakat, alef maqsura / ya, tatweel.
+  for (const q of ['مدرسه', 'الامل', 'افران', 'بناء', 'المستشفي', 'مـدرسة', 'أفران']) assert.ok(matches(ar, q, ''), q);
+  assert.equal(searchKey('ٱلإِسْلَامُ'), 'الاسلام');
+  assert.equal(searchKey(null), '');
+});
+
+test('the list sorts by newest, name, end date, budget and progress; missing values last', () => {
+  const rows = [
+    { id: 'a', name: 'Barrage', created_at: '2026-01-03', end_date: '2027-05-01', budget_centimes: 500, progress: 80 },
+    { id: 'b', name: 'atelier', created_at: '2026-01-01', end_date: null, budget_centimes: 900, progress: 10 },
+    { id: 'c', name: 'Clinique', created_at: '2026-01-02', end_date: '2026-02-01', budget_centimes: null, progress: null },
+  ];
+  const order = (sort) => [...rows].sort(compareBy(sort, 'fr')).map((r) => r.id).join('');
+  assert.equal(order('newest'), 'acb');
+  assert.equal(order('name'), 'bac');
+  assert.equal(order('end_date'), 'cab');
+  assert.equal(order('budget'), 'bac');
+  assert.equal(order('progress'), 'bac');
+  assert.equal(order('unknown'), 'acb', 'an unknown order is newest first');
+});
+
+test('a project is overdue when its end date has passed and it is not done', () => {
+  assert.ok(isOverdue({ end_date: '2026-12-07', status: 'active' }, '2026-12-08'));
+  assert.ok(!isOverdue({ end_date: '2026-12-08', status: 'active' }, '2026-12-08'), 'due today is not late');
+  assert.ok(!isOverdue({ end_date: '2026-12-07', status: 'done' }, '2026-12-08'));
+  assert.ok(!isOverdue({ end_date: null, status: 'planned' }, '2026-12-08'));
+  assert.equal(today(new Date(2026, 0, 5, 23, 30)), '2026-01-05');
 });

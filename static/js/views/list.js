@@ -3,9 +3,9 @@
 // The toolbar is built once and only the totals and rows are redrawn on each change,
 // so typing in the search box never loses focus when a sync lands.
 import { h, icon, replace } from '../dom.js';
-import { t, getLang } from '../i18n.js';
+import { t, getLang, locale } from '../i18n.js';
 import { money, compactMoney, date } from '../format.js';
-import { STATUSES, matches, totals } from '../project.js';
+import { STATUSES, SORTS, matches, totals, compareBy, isOverdue, today } from '../project.js';
 
 const PAGE = 200;
 
@@ -20,13 +20,6 @@ export function progressBar(value) {
     h('span', { class: 'progress-num', text: `${v}%` }));
 }
 
-function compareProjects(a, b) {
-  const ca = a.created_at || '';
-  const cb = b.created_at || '';
-  if (ca !== cb) return ca < cb ? 1 : -1;
-  return String(a.name || '').localeCompare(String(b.name || ''));
-}
-
 export function createList({ state, engine, onNew, onEdit, onDelete }) {
   const search = h('input', {
     class: 'input search-input', type: 'search', testid: 'search-input', placeholder: t('search.placeholder'),
@@ -38,6 +31,11 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
     on: { change: (ev) => { state.status = ev.target.value; state.limit = PAGE; update(); } },
   }, h('option', { value: '', text: t('filter.all') }), STATUSES.map((s) => h('option', { value: s, text: t(`status.${s}`) })));
   filter.value = state.status;
+  const sort = h('select', {
+    class: 'input select', testid: 'sort-select', 'aria-label': t('sort.label'),
+    on: { change: (ev) => { state.sort = ev.target.value; state.limit = PAGE; update(); } },
+  }, SORTS.map((s) => h('option', { value: s, text: t(`sort.${s}`) })));
+  sort.value = SORTS.includes(state.sort) ? state.sort : 'newest';
 
   const totalsEl = h('div', { class: 'totals', testid: 'totals' });
   const listEl = h('div', { class: 'list', testid: 'project-list', 'aria-live': 'polite' });
@@ -50,7 +48,8 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
     totalsEl,
     h('div', { class: 'toolbar' },
       h('label', { class: 'search' }, icon('search'), search),
-      filter),
+      filter,
+      sort),
     countEl,
     listEl);
 
@@ -66,7 +65,7 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
     extra);
   }
 
-  function row(p) {
+  function row(p, overdue) {
     const pending = engine.isPending(p.id);
     const meta = [p.client, p.city].filter(Boolean);
     return h('article', { class: ['project-row', pending && 'is-pending'], testid: 'project-row', 'data-id': p.id, 'data-name': p.name, 'data-pending': String(pending) },
@@ -74,6 +73,7 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
         h('div', { class: 'row-title' },
           h('span', { class: 'row-name', testid: 'project-row-name', text: p.name }),
           statusBadge(p.status, 'project-row-status'),
+          overdue ? h('span', { class: 'badge badge-overdue', testid: 'project-row-overdue', title: t('overdue.title'), text: t('overdue.badge') }) : null,
           pending ? h('span', { class: 'chip chip-pending', testid: 'project-row-pending', title: t('sync.pendingTitle'), text: t('detail.pending') }) : null),
         h('div', { class: 'row-meta' },
           meta.length ? h('span', { class: 'meta-item' }, icon('pin', 'icon icon-sm'), meta.join(' · ')) : null,
@@ -119,7 +119,8 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
       STATUSES.map((s) => totalCard(s, tot[s], t(`status.${s}`),
         h('span', { class: 'total-extra', text: t('totals.share', { pct: tot.all ? Math.round((tot[s] * 100) / tot.all) : 0 }) }))));
 
-    const shown = all.filter((p) => matches(p, state.query.trim(), state.status)).sort(compareProjects);
+    const shown = all.filter((p) => matches(p, state.query.trim(), state.status)).sort(compareBy(sort.value, locale()));
+    const day = today();
     countEl.textContent = all.length ? t('projects.count', { n: shown.length }) : '';
     if (!all.length) {
       replace(listEl, stateBox('empty', t('projects.emptyTitle'), t('projects.emptyText'),
@@ -134,10 +135,11 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
     // Rows are rebuilt only when their project changed, so a sync landing does not
     // reset hover and focus, and only rows new to this screen get the entry animation.
     const rows = shown.slice(0, state.limit).map((p) => {
-      const sig = JSON.stringify([p, engine.isPending(p.id)]);
+      const overdue = isOverdue(p, day);
+      const sig = JSON.stringify([p, engine.isPending(p.id), overdue]);
       const cached = rowCache.get(p.id);
       if (cached && cached.sig === sig) return cached.el;
-      const el = row(p);
+      const el = row(p, overdue);
       if (!cached && rendered) {
         el.classList.add('row-new');
         el.addEventListener('animationend', () => el.classList.remove('row-new'), { once: true });
