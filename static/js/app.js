@@ -6,7 +6,7 @@
 // file:// and an Electron app scheme.
 
 import { h, replace } from './dom.js';
-import { t, setLang, getLang, applyDocumentLang } from './i18n.js';
+import { t, setLang, getLang, applyDocumentLang, errorMessage } from './i18n.js';
 import { readConfig, probeApi, ConfigError } from './config.js';
 import { Api } from './api.js';
 import { openStore, deleteStore } from './store.js';
@@ -118,7 +118,7 @@ class App {
       const { outcome, error } = ev.detail;
       if (outcome === 'conflict' && error && error.code === 'stale') return; // the dialog asks
       if (outcome === 'conflict') toast(t('toast.conflict'), 'warn');
-      else if (outcome === 'rejected') toast(t('toast.rejected', { reason: (error && error.message) || outcome }), 'error', 6000);
+      else if (outcome === 'rejected') toast(t('toast.rejected', { reason: errorMessage(error && error.code, error && error.field) }), 'error', 6000);
     });
     this.renderShell();
     await this.engine.init();

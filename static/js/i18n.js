@@ -86,6 +86,25 @@ const FR = {
   'valid.email': 'Adresse e-mail invalide.',
   'valid.password': 'Le mot de passe doit contenir au moins 8 caractères.',
   'valid.required': 'Champ obligatoire.',
+  'valid.accountName': 'Le nom doit compter de 1 à 100 caractères.',
+  'valid.text': 'Texte trop long ou invalide.',
+  'valid.invalid': 'Valeur invalide.',
+  'apiError.emailTaken': 'Un compte existe déjà avec cette adresse e-mail.',
+  'apiError.invalid_credentials': 'Connexion impossible. Vérifiez vos identifiants.',
+  'apiError.unauthorized': 'Session expirée, reconnectez-vous.',
+  'apiError.rate_limited': 'Trop de tentatives. Réessayez dans quelques minutes.',
+  'apiError.validation_failed': 'Certaines valeurs sont invalides.',
+  'apiError.not_found': 'Ce projet n’existe pas ou a été supprimé.',
+  'apiError.conflict': 'Ce projet a été supprimé sur un autre appareil.',
+  'apiError.deleted': 'Ce projet a été supprimé sur un autre appareil.',
+  'apiError.payload_too_large': 'Envoi trop volumineux.',
+  'apiError.batch_too_large': 'Trop de modifications en une fois.',
+  'apiError.upstream_unavailable': 'Le serveur est momentanément indisponible. Réessayez.',
+  'apiError.upstream_timeout': 'Le serveur a mis trop de temps à répondre. Réessayez.',
+  'apiError.request_timeout': 'La requête a pris trop de temps. Réessayez.',
+  'apiError.internal': 'Erreur du serveur. Réessayez plus tard.',
+  'apiError.invalid': 'Modification refusée : données invalides.',
+  'apiError.unknown': 'Le serveur a refusé la demande.',
   'detail.back': 'Retour aux projets',
   'detail.edit': 'Modifier',
   'detail.delete': 'Supprimer',
@@ -219,6 +238,25 @@ const AR = {
   'valid.email': 'بريد إلكتروني غير صالح.',
   'valid.password': 'يجب أن تحتوي كلمة المرور على 8 أحرف على الأقل.',
   'valid.required': 'حقل إلزامي.',
+  'valid.accountName': 'يجب أن يتكون الاسم من 1 إلى 100 حرف.',
+  'valid.text': 'نص طويل جدًا أو غير صالح.',
+  'valid.invalid': 'قيمة غير صالحة.',
+  'apiError.emailTaken': 'يوجد حساب بهذا البريد الإلكتروني بالفعل.',
+  'apiError.invalid_credentials': 'تعذر تسجيل الدخول. تحقق من بياناتك.',
+  'apiError.unauthorized': 'انتهت الجلسة، يرجى تسجيل الدخول من جديد.',
+  'apiError.rate_limited': 'محاولات كثيرة جدًا. أعد المحاولة بعد بضع دقائق.',
+  'apiError.validation_failed': 'بعض القيم غير صالحة.',
+  'apiError.not_found': 'هذا المشروع غير موجود أو تم حذفه.',
+  'apiError.conflict': 'تم حذف هذا المشروع على جهاز آخر.',
+  'apiError.deleted': 'تم حذف هذا المشروع على جهاز آخر.',
+  'apiError.payload_too_large': 'حجم الإرسال كبير جدًا.',
+  'apiError.batch_too_large': 'تعديلات كثيرة جدًا دفعة واحدة.',
+  'apiError.upstream_unavailable': 'الخادم غير متاح مؤقتًا. أعد المحاولة.',
+  'apiError.upstream_timeout': 'تأخر الخادم في الرد. أعد المحاولة.',
+  'apiError.request_timeout': 'استغرق الطلب وقتًا طويلًا. أعد المحاولة.',
+  'apiError.internal': 'خطأ في الخادم. أعد المحاولة لاحقًا.',
+  'apiError.invalid': 'رُفض التعديل: بيانات غير صالحة.',
+  'apiError.unknown': 'رفض الخادم الطلب.',
   'detail.back': 'العودة إلى المشاريع',
   'detail.edit': 'تعديل',
   'detail.delete': 'حذف',
@@ -268,17 +306,32 @@ const AR = {
 };
 
 const DICTS = { fr: FR, ar: AR };
+/** Every message, per language (tests check that both say everything). */
+export const dictionaries = DICTS;
 const LOCALES = { fr: 'fr-MA', ar: 'ar-MA' };
 const KEY = 'btp.lang';
 
 let lang = readLang();
 
+/**
+ * The language of a browser's preference list (`navigator.languages`): the first of
+ * French or Arabic it names, French when it names neither.
+ */
+export function preferredLang(languages) {
+  for (const tag of languages || []) {
+    const primary = String(tag).toLowerCase().split('-')[0];
+    if (DICTS[primary]) return primary;
+  }
+  return 'fr';
+}
+
 function readLang() {
   try {
     const saved = localStorage.getItem(KEY);
     if (saved && DICTS[saved]) return saved;
-  } catch { /* storage unavailable: default language */ }
-  return 'fr';
+  } catch { /* storage unavailable: the browser's preference */ }
+  const nav = globalThis.navigator;
+  return preferredLang(nav ? (nav.languages && nav.languages.length ? nav.languages : [nav.language]) : []);
 }
 
 export function getLang() {
@@ -306,4 +359,30 @@ export function t(key, params) {
   let s = DICTS[lang][key] ?? FR[key] ?? key;
   if (params) for (const [k, v] of Object.entries(params)) s = s.replaceAll(`{${k}}`, String(v));
   return s;
+}
+
+/** What a field's server-side refusal means, in the user's language (`context`: the form). */
+const FIELD_ERRORS = {
+  account: { name: 'valid.accountName', email: 'valid.email', password: 'valid.password' },
+  project: {
+    name: 'valid.nameRequired', client: 'valid.text', city: 'valid.text', notes: 'valid.text',
+    budget_centimes: 'valid.budget', progress: 'valid.progress', status: 'valid.status',
+    start_date: 'valid.date', end_date: 'valid.endBeforeStart',
+  },
+};
+
+export function fieldError(field, context) {
+  const key = (FIELD_ERRORS[context] || {})[field];
+  return t(key || 'valid.invalid');
+}
+
+/**
+ * A server error (an HTTP error's `code`, or a refused op's `reason`) in the user's
+ * language — never the server's English text, which is for logs and developers.
+ */
+export function errorMessage(code, field) {
+  if (code === 'conflict' && field === 'email') return t('apiError.emailTaken');
+  if (['invalid_op', 'invalid_op_id', 'unknown_kind', 'invalid_id', 'invalid_base_seq', 'invalid_json', 'invalid_body', 'bad_request'].includes(code)) return t('apiError.invalid');
+  const key = `apiError.${code}`;
+  return key in FR ? t(key) : t('apiError.unknown');
 }

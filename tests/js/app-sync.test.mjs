@@ -505,6 +505,35 @@ describe('web app on the real gateway and API', () => {
     }
   });
 
+  test('a browser that prefers Arabic opens in Arabic, and server refusals read in the app\'s words, never the server\'s English', async () => {
+    const D = await newDevice(browser, { name: 'arabic', locale: 'ar-MA' });
+    try {
+      await D.page.goto(system.url);
+      await D.page.waitForSelector(tid('login-email'));
+      assert.equal(await D.page.getAttribute('html', 'lang'), 'ar');
+      assert.equal(await D.page.getAttribute('html', 'dir'), 'rtl');
+      // The account exists already: the server says so (409, in English); the page in Arabic.
+      await D.page.click(tid('auth-tab-register'));
+      await D.page.fill(tid('register-name'), 'Amina');
+      await D.page.fill(tid('register-email'), user.email);
+      await D.page.fill(tid('register-password'), 'another-pass-123');
+      await D.page.click(tid('register-submit'));
+      await D.page.waitForSelector(`${tid('error-register-email')}:not([hidden])`);
+      assert.equal(await D.page.textContent(tid('error-register-email')), 'يوجد حساب بهذا البريد الإلكتروني بالفعل.');
+      // A wrong password, after switching to French.
+      await D.page.click(tid('lang-toggle'));
+      await D.page.click(tid('auth-tab-login'));
+      await D.page.fill(tid('login-email'), user.email);
+      await D.page.fill(tid('login-password'), 'wrong-password');
+      await D.page.click(tid('login-submit'));
+      await D.page.waitForSelector(`${tid('auth-error')}:not([hidden])`);
+      assert.equal(await D.page.textContent(tid('auth-error')), 'Connexion impossible. Vérifiez vos identifiants.');
+      assert.doesNotMatch(await D.page.textContent('body'), /already exists|invalid email or password/i);
+    } finally {
+      await D.context.close();
+    }
+  });
+
   test('no console errors on any page', () => {
     assert.deepEqual(A.errors, []);
     assert.deepEqual(B.errors, []);

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { decodeSio, encodeEvent } from '../../static/js/sio.js';
 import { backoffDelay } from '../../static/js/transport.js';
 import { checksumOf, sha256Hex } from '../../static/js/checksum.js';
+import { preferredLang, errorMessage, fieldError, dictionaries } from '../../static/js/i18n.js';
 import { parseChange, ackError, deviceLabel, nextBatch, assignBases, knownSeq, seenOf } from '../../static/js/sync.js';
 import { validate, validateDates, applyOp, uuid, searchKey, matches, compareBy, isOverdue, today } from '../../static/js/project.js';
 
@@ -202,4 +203,36 @@ test('a project is overdue when its end date has passed and it is not done', () 
   assert.ok(!isOverdue({ end_date: '2026-12-07', status: 'done' }, '2026-12-08'));
   assert.ok(!isOverdue({ end_date: null, status: 'planned' }, '2026-12-08'));
   assert.equal(today(new Date(2026, 0, 5, 23, 30)), '2026-01-05');
+});
+
+test('Arabic is the default when the browser prefers it before French', () => {
+  assert.equal(preferredLang(['ar-MA', 'fr-FR', 'en']), 'ar');
+  assert.equal(preferredLang(['ar']), 'ar');
+  assert.equal(preferredLang(['en-US', 'ar-EG', 'fr']), 'ar');
+  assert.equal(preferredLang(['fr-FR', 'ar-MA']), 'fr');
+  assert.equal(preferredLang(['en-US', 'de']), 'fr');
+  assert.equal(preferredLang([]), 'fr');
+  assert.equal(preferredLang(undefined), 'fr');
+});
+
+test('server errors are shown in the app\'s words, never the server\'s English', () => {
+  // Node has no saved language and no navigator.languages here: French.
+  assert.equal(errorMessage('conflict', 'email'), 'Un compte existe déjà avec cette adresse e-mail.');
+  assert.equal(errorMessage('rate_limited'), 'Trop de tentatives. Réessayez dans quelques minutes.');
+  assert.equal(errorMessage('invalid_base_seq'), 'Modification refusée : données invalides.');
+  assert.equal(errorMessage('something_new'), 'Le serveur a refusé la demande.');
+  assert.equal(errorMessage(undefined), 'Le serveur a refusé la demande.');
+  assert.equal(fieldError('name', 'account'), 'Le nom doit compter de 1 à 100 caractères.');
+  assert.equal(fieldError('progress', 'project'), 'L’avancement doit être entre 0 et 100.');
+  assert.equal(fieldError('whatever', 'project'), 'Valeur invalide.');
+  for (const code of ['unauthorized', 'invalid_credentials', 'validation_failed', 'not_found', 'conflict', 'payload_too_large', 'batch_too_large', 'upstream_unavailable', 'upstream_timeout', 'request_timeout', 'internal']) {
+    assert.notEqual(errorMessage(code), 'Le serveur a refusé la demande.', code);
+  }
+});
+
+test('French and Arabic say the same things', () => {
+  const fr = Object.keys(dictionaries.fr).sort();
+  const ar = Object.keys(dictionaries.ar).sort();
+  assert.deepEqual(fr.filter((k) => !ar.includes(k)), [], 'missing in Arabic');
+  assert.deepEqual(ar.filter((k) => !fr.includes(k)), [], 'missing in French');
 });

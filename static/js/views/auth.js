@@ -1,7 +1,7 @@
 // Sign-in and sign-up screen. Field errors from the API's 422 (`field`, or a per-field
 // map) land under the matching input; anything else is shown above the button.
 import { h, icon, replace } from '../dom.js';
-import { t } from '../i18n.js';
+import { t, errorMessage, fieldError } from '../i18n.js';
 import { ApiError, NetworkError } from '../api.js';
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
@@ -63,11 +63,11 @@ export function renderAuth(root, { api, mode = 'login', onSignedIn, header }) {
       submit.textContent = t(isLogin ? 'auth.submitLogin' : 'auth.submitRegister');
       if (err instanceof ApiError) {
         let placed = false;
-        for (const [f, message] of Object.entries(err.fields)) {
-          if (fields[f]) { setError(fields[f], message); placed = true; }
+        for (const f of Object.keys(err.fields)) {
+          if (fields[f]) { setError(fields[f], err.code === 'validation_failed' ? fieldError(f, 'account') : errorMessage(err.code, f)); placed = true; }
         }
         if (!placed) {
-          formError.textContent = err.status === 401 ? t('auth.failed') : err.message;
+          formError.textContent = err.status === 401 && err.code !== 'unauthorized' ? t('auth.failed') : errorMessage(err.code, err.field);
           formError.hidden = false;
         }
       } else {

@@ -3,7 +3,7 @@
 // server merges field by field), and when online waits for the server's verdict so a
 // refusal shows its message under the field the server named.
 import { h, icon } from '../dom.js';
-import { t } from '../i18n.js';
+import { t, errorMessage, fieldError } from '../i18n.js';
 import { STATUSES, EDITABLE_FIELDS, validate, validateDates, uuid } from '../project.js';
 import { toast } from './toast.js';
 
@@ -135,10 +135,12 @@ export function openProjectForm({ engine, project, isOnline }) {
       save.disabled = false;
       save.textContent = t('form.save');
       const e = verdict.error || {};
-      const map = { ...(e.fields || {}) };
-      if (e.field && !map[e.field]) map[e.field] = e.message;
+      // The server's field messages are English: each field says what is wrong with it
+      // in the user's language instead.
+      const map = {};
+      for (const f of new Set([...Object.keys(e.fields || {}), ...(e.field ? [e.field] : [])])) map[f] = fieldError(f, 'project');
       const placed = Object.keys(map).some((k) => EDITABLE_FIELDS.includes(k));
-      showErrors(map, placed ? '' : (e.message || t('form.fixErrors')));
+      showErrors(map, placed ? '' : errorMessage(e.code, e.field));
       return;
     }
     dialog.close();

@@ -26,8 +26,8 @@ export function launch() {
  * `errors` gathers console errors and page exceptions; `sockets` every WebSocket URL
  * opened with the text frames it received; `requests` every request URL.
  */
-export async function newDevice(browser, { name, viewport = { width: 1280, height: 800 }, initScript, electronApiUrl, userAgent } = {}) {
-  const context = await browser.newContext({ viewport, locale: 'fr-FR', timezoneId: 'Africa/Casablanca', ...(userAgent ? { userAgent } : {}) });
+export async function newDevice(browser, { name, viewport = { width: 1280, height: 800 }, initScript, electronApiUrl, userAgent, locale = 'fr-FR' } = {}) {
+  const context = await browser.newContext({ viewport, locale, timezoneId: 'Africa/Casablanca', ...(userAgent ? { userAgent } : {}) });
   if (electronApiUrl !== undefined) {
     // What the Electron preload does: expose the API URL before any page script runs.
     await context.addInitScript((apiUrl) => { window.electron = { apiUrl }; }, electronApiUrl);
