@@ -158,6 +158,11 @@ class App {
     else this.screen = createList({ state: this.listState, onNew: () => this.edit(null), ...actions });
     replace(this.main, this.screen.el);
     this.refresh();
+    // A new page announces itself: focus its title, never leave it on <body>.
+    if (m) {
+      const title = this.main.querySelector('[data-testid="detail-name"]');
+      if (title) title.focus();
+    }
   }
 
   refresh() {
@@ -209,9 +214,19 @@ class App {
     const project = this.engine.view().get(id);
     if (!project) return;
     if (!(await confirmDelete(project.name))) return;
+    // Focus goes where the eye goes: the row that takes the deleted one's place.
+    const rows = [...document.querySelectorAll('[data-testid="project-row"]')];
+    const at = rows.findIndex((r) => r.dataset.id === id);
+    const next = at >= 0 ? (rows[at + 1] || rows[at - 1]) : null;
     await this.engine.mutate('delete', id, null);
     toast(t('toast.deleted'), 'ok');
-    if (location.hash.startsWith('#/p/')) location.hash = '#/';
+    if (location.hash.startsWith('#/p/')) {
+      location.hash = '#/';
+      return;
+    }
+    const link = next && next.isConnected ? next.querySelector('[data-testid="project-open"]') : null;
+    if (link) link.focus();
+    else if (this.screen && this.screen.focusSearch) this.screen.focusSearch();
   }
 
   /**

@@ -45,6 +45,22 @@ export function replace(el, ...children) {
   return el;
 }
 
+/**
+ * Make `el`'s children exactly `nodes`, in order, touching only what differs: a node
+ * already in place stays attached (so focus, hover and scroll inside it survive), a
+ * new one is inserted where it belongs, the ones no longer listed are removed.
+ */
+export function reconcile(el, nodes) {
+  const keep = new Set(nodes);
+  for (const child of [...el.children]) if (!keep.has(child)) child.remove();
+  nodes.forEach((node, i) => {
+    const at = el.children[i] || null;
+    if (at !== node) el.insertBefore(node, at);
+  });
+  while (el.children.length > nodes.length) el.lastElementChild.remove();
+  return el;
+}
+
 /** An inline SVG icon from a small fixed set (paths only; no user data). */
 const ICONS = {
   plus: 'M12 5v14M5 12h14',

@@ -201,6 +201,42 @@ describe('web app on the real gateway and API', () => {
     await shot(A.page, '00-overview.png'); // copied to docs/screenshot.png
   });
 
+  test('a change from another device replaces only its own row: focus stays where it was, and a delete hands it to the next row', async () => {
+    // Count the rows A's list loses from now on.
+    await A.page.evaluate(() => {
+      window.rowsRemoved = 0;
+      const list = document.querySelector('[data-testid="project-list"]');
+      new MutationObserver((records) => {
+        for (const r of records) for (const n of r.removedNodes) if (n.dataset && n.dataset.testid === 'project-row') window.rowsRemoved += 1;
+      }).observe(list, { childList: true });
+    });
+    const link = (name) => `${rowByName(name)} ${tid('project-open')}`;
+    await A.page.focus(link('Pont Oued Sebou'));
+    await editProject(B.page, 'Résidence Al Manar', { progress: 50 });
+    await A.page.waitForSelector(`${rowByName('Résidence Al Manar')} progress[value="50"]`, { timeout: 5000 });
+    const focused = () => A.page.evaluate(() => {
+      const el = document.activeElement;
+      const row = el && el.closest('[data-testid="project-row"]');
+      return `${el && el.dataset.testid}@${row ? row.dataset.name : el && el.tagName}`;
+    });
+    assert.equal(await focused(), 'project-open@Pont Oued Sebou');
+    assert.equal(await A.page.evaluate(() => window.rowsRemoved), 1, 'only the changed row was replaced');
+
+    // A delete (through the keyboard-reachable row button) moves focus to the next row.
+    await createProject(A.page, { name: 'Abri de chantier', city: 'Salé' });
+    await A.page.click(`${rowByName('Abri de chantier')} ${tid('project-delete')}`);
+    await A.page.click(tid('confirm-delete'));
+    await A.page.waitForSelector(rowByName('Abri de chantier'), { state: 'detached' });
+    assert.equal(await focused(), 'project-open@Entrepôt logistique Tanger Med');
+
+    // Opening a project focuses its title.
+    await A.page.click(link('Pont Oued Sebou'));
+    await A.page.waitForSelector(tid('project-detail'));
+    assert.equal(await A.page.evaluate(() => document.activeElement.dataset.testid), 'detail-name');
+    await A.page.click(tid('detail-back'));
+    await A.page.waitForSelector(`${tid('totals')}[data-ready="true"]`);
+  });
+
   test('reloading device B twenty times never changes the total', async () => {
     const expected = await total(B.page);
     await B.page.evaluate(() => sessionStorage.setItem('totalsSeen', '[]'));

@@ -27,9 +27,9 @@ function historyEntry(entry) {
   const changes = Object.entries(entry.fields || {}).map(([field, { from, to }]) =>
     h('li', { class: 'history-change', 'data-field': field },
       h('span', { class: 'label', text: fieldLabel(field) }),
-      entry.kind === 'create' ? null : h('span', { class: 'history-from', text: shown(field, from) }),
+      entry.kind === 'create' ? null : h('bdi', { class: 'history-from', text: shown(field, from) }),
       entry.kind === 'create' ? null : h('span', { 'aria-hidden': 'true', text: ' → ' }),
-      h('span', { class: 'history-to', text: shown(field, to) })));
+      h('bdi', { class: 'history-to', text: shown(field, to) })));
   return h('li', { class: 'history-entry', testid: 'history-entry', 'data-kind': entry.kind, 'data-seq': String(entry.seq) },
     h('div', { class: 'history-head' },
       h('strong', { text: t(`history.kind.${entry.kind}`) }),
@@ -79,7 +79,7 @@ export function createDetail({ id, engine, onEdit, onDelete, loadHistory }) {
   }
 
   function item(label, value, testid) {
-    return h('div', { class: 'dl-item' }, h('dt', { text: label }), h('dd', { testid, text: value }));
+    return h('div', { class: 'dl-item' }, h('dt', { text: label }), h('dd', { testid, dir: 'auto', text: value }));
   }
 
   function update() {
@@ -102,7 +102,7 @@ export function createDetail({ id, engine, onEdit, onDelete, loadHistory }) {
       h('div', { class: 'card detail-card' },
         h('div', { class: 'detail-head' },
           h('div', null,
-            h('h1', { class: 'detail-title', testid: 'detail-name', text: p.name }),
+            h('h1', { class: 'detail-title', testid: 'detail-name', dir: 'auto', tabindex: '-1', text: p.name }),
             h('div', { class: 'detail-sub' },
               statusBadge(p.status, 'detail-status'),
               pending ? h('span', { class: 'chip chip-pending', testid: 'detail-pending', text: t('detail.pending') }) : null)),
@@ -120,7 +120,7 @@ export function createDetail({ id, engine, onEdit, onDelete, loadHistory }) {
           item(t('field.updated_at'), dateTime(p.updated_at), 'detail-updated')),
         h('div', { class: 'detail-notes' },
           h('h2', { class: 'label', text: t('field.notes') }),
-          h('p', { class: p.notes ? 'notes' : 'notes muted', testid: 'detail-notes', text: p.notes || t('detail.noNotes') }))),
+          h('p', { class: p.notes ? 'notes' : 'notes muted', testid: 'detail-notes', dir: 'auto', text: p.notes || t('detail.noNotes') }))),
       panel);
     renderHistory();
     refreshHistory(p.seq);

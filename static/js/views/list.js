@@ -2,7 +2,7 @@
 // status filter, and the list itself with designed loading / empty / no-match states.
 // The toolbar is built once and only the totals and rows are redrawn on each change,
 // so typing in the search box never loses focus when a sync lands.
-import { h, icon, replace } from '../dom.js';
+import { h, icon, replace, reconcile } from '../dom.js';
 import { t, getLang, locale } from '../i18n.js';
 import { money, compactMoney, date } from '../format.js';
 import { STATUSES, SORTS, matches, totals, compareBy, isOverdue, today } from '../project.js';
@@ -71,12 +71,13 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
     return h('article', { class: ['project-row', pending && 'is-pending'], testid: 'project-row', 'data-id': p.id, 'data-name': p.name, 'data-pending': String(pending) },
       h('a', { class: 'row-main', href: `#/p/${encodeURIComponent(p.id)}`, testid: 'project-open' },
         h('div', { class: 'row-title' },
-          h('span', { class: 'row-name', testid: 'project-row-name', text: p.name }),
+          h('span', { class: 'row-name', testid: 'project-row-name', dir: 'auto', text: p.name }),
           statusBadge(p.status, 'project-row-status'),
           overdue ? h('span', { class: 'badge badge-overdue', testid: 'project-row-overdue', title: t('overdue.title'), text: t('overdue.badge') }) : null,
           pending ? h('span', { class: 'chip chip-pending', testid: 'project-row-pending', title: t('sync.pendingTitle'), text: t('detail.pending') }) : null),
         h('div', { class: 'row-meta' },
-          meta.length ? h('span', { class: 'meta-item' }, icon('pin', 'icon icon-sm'), meta.join(' · ')) : null,
+          // User text in either script, each part isolated so its punctuation stays put.
+          meta.length ? h('span', { class: 'meta-item' }, icon('pin', 'icon icon-sm'), meta.flatMap((m, i) => [i ? ' · ' : null, h('bdi', { text: m })])) : null,
           p.start_date || p.end_date ? h('span', { class: 'meta-item' }, icon('calendar', 'icon icon-sm'), h('bdi', { text: date(p.start_date) }), getLang() === 'ar' ? ' ← ' : ' → ', h('bdi', { text: date(p.end_date) })) : null)),
       h('div', { class: 'row-figures' },
         h('span', { class: 'row-budget', testid: 'project-row-budget', text: money(p.budget_centimes) }),
@@ -151,7 +152,9 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
     if (shown.length > state.limit) {
       rows.push(h('button', { class: 'btn btn-ghost btn-block more', type: 'button', testid: 'show-more', on: { click: () => { state.limit += PAGE; update(); } } }, `+ ${shown.length - state.limit}`));
     }
-    replace(listEl, rows);
+    // Only the rows that changed are replaced: a focused row keeps its focus when
+    // another device's change lands.
+    reconcile(listEl, rows);
   }
 
   update();
