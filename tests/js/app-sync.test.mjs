@@ -211,7 +211,8 @@ describe('web app on the real gateway and API', () => {
       }).observe(list, { childList: true });
     });
     const link = (name) => `${rowByName(name)} ${tid('project-open')}`;
-    await A.page.focus(link('Pont Oued Sebou'));
+    await A.page.focus(`${rowByName('Pont Oued Sebou')} ${tid('project-edit')}`);
+    await A.page.evaluate((sel) => { window.keptRow = document.querySelector(sel); }, rowByName('Pont Oued Sebou'));
     await editProject(B.page, 'Résidence Al Manar', { progress: 50 });
     await A.page.waitForSelector(`${rowByName('Résidence Al Manar')} progress[value="50"]`, { timeout: 5000 });
     const focused = () => A.page.evaluate(() => {
@@ -219,7 +220,8 @@ describe('web app on the real gateway and API', () => {
       const row = el && el.closest('[data-testid="project-row"]');
       return `${el && el.dataset.testid}@${row ? row.dataset.name : el && el.tagName}`;
     });
-    assert.equal(await focused(), 'project-open@Pont Oued Sebou');
+    assert.equal(await focused(), 'project-edit@Pont Oued Sebou');
+    assert.ok(await A.page.evaluate((sel) => window.keptRow === document.querySelector(sel), rowByName('Pont Oued Sebou')), 'the same row element');
     assert.equal(await A.page.evaluate(() => window.rowsRemoved), 1, 'only the changed row was replaced');
 
     // A delete (through the keyboard-reachable row button) moves focus to the next row.
@@ -459,6 +461,14 @@ describe('web app on the real gateway and API', () => {
     assert.equal(await A.page.getAttribute('html', 'dir'), 'rtl');
     assert.equal(await A.page.getAttribute('html', 'lang'), 'ar');
     await shot(A.page, '09-projects-list-ar.png');
+    // A French note keeps its full stop at its end in the Arabic UI: it runs left to right.
+    await A.page.click(`${rowByName('Résidence Al Manar')} ${tid('project-open')}`);
+    await A.page.waitForSelector(tid('project-detail'));
+    const notes = await A.page.$eval(tid('detail-notes'), (el) => [getComputedStyle(el).direction, el.textContent]);
+    assert.deepEqual(notes, ['ltr', 'R+8, 120 logements.\nGros œuvre en cours.']);
+    assert.equal(await A.page.$eval(tid('detail-name'), (el) => getComputedStyle(el).direction), 'ltr');
+    await A.page.click(tid('detail-back'));
+    await A.page.waitForSelector(`${tid('totals')}[data-ready="true"]`);
     await A.page.setViewportSize({ width: 390, height: 844 });
     await shot(A.page, '10-phone-ar.png');
     await A.page.click(tid('lang-toggle'));
