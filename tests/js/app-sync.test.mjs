@@ -3,6 +3,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { startSystem, freePort, STATIC_ROOT } from './lib/system.mjs';
 import {
@@ -197,6 +198,17 @@ describe('web app on the real gateway and API', () => {
     await A.page.selectOption(tid('sort-select'), 'end_date');
     assert.deepEqual(await order(), ['Résidence Al Manar', 'Pont Oued Sebou', 'Entrepôt logistique Tanger Med']);
     await A.page.selectOption(tid('sort-select'), 'newest');
+    // The list as shown, for a spreadsheet: French separators, MAD amounts, ISO dates.
+    await A.page.selectOption(tid('status-filter'), 'active');
+    const [download] = await Promise.all([A.page.waitForEvent('download'), A.page.click(tid('export-csv'))]);
+    const csv = readFileSync(await download.path(), 'utf8');
+    await A.page.selectOption(tid('status-filter'), '');
+    assert.match(download.suggestedFilename(), /^projets-\d{4}-\d{2}-\d{2}\.csv$/);
+    assert.ok(csv.startsWith('\uFEFF'), 'UTF-8 byte order mark');
+    const lines = csv.slice(1).trimEnd().split('\r\n');
+    assert.equal(lines[0], 'Nom;Client;Ville;Statut;Budget (MAD);Avancement (%);Début;Fin;Notes');
+    assert.equal(lines.length, 1 + 2, 'the header and the two active projects (a line break inside a quoted note is not a row)');
+    assert.match(csv, /\r\nRésidence Al Manar;Groupe Addoha;Casablanca;En cours;12500000,00;45;2025-01-15;2026-09-30;"R\+8, 120 logements\.\nGros œuvre en cours\."\r\n/);
     await A.page.waitForSelector(tid('toast'), { state: 'detached', timeout: 10000 });
     await shot(A.page, '00-overview.png'); // copied to docs/screenshot.png
   });

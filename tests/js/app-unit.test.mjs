@@ -8,6 +8,7 @@ import { decodeSio, encodeEvent } from '../../static/js/sio.js';
 import { backoffDelay } from '../../static/js/transport.js';
 import { checksumOf, sha256Hex } from '../../static/js/checksum.js';
 import { preferredLang, errorMessage, fieldError, dictionaries } from '../../static/js/i18n.js';
+import { toCsv } from '../../static/js/csv.js';
 import { parseChange, ackError, deviceLabel, nextBatch, assignBases, knownSeq, seenOf } from '../../static/js/sync.js';
 import { validate, validateDates, applyOp, uuid, searchKey, matches, compareBy, isOverdue, today } from '../../static/js/project.js';
 
@@ -235,4 +236,21 @@ test('French and Arabic say the same things', () => {
   const ar = Object.keys(dictionaries.ar).sort();
   assert.deepEqual(fr.filter((k) => !ar.includes(k)), [], 'missing in Arabic');
   assert.deepEqual(ar.filter((k) => !fr.includes(k)), [], 'missing in French');
+});
+
+test('the CSV export: BOM, separators and decimal mark by language, amounts in MAD, ISO dates, cells quoted and formulas defused', () => {
+  const labels = (k) => ({ 'status.active': 'En cours', 'status.done': 'Terminé' }[k] || k.replace('csv.', ''));
+  const rows = [
+    { name: 'Résidence; Al Manar', client: 'Groupe "Addoha"', city: 'الدار البيضاء', status: 'active', budget_centimes: 1250000050, progress: 45, start_date: '2025-01-15', end_date: '2026-09-30', notes: 'R+8\nGros œuvre' },
+    { name: '=HYPERLINK("x")', client: null, city: '', status: 'done', budget_centimes: null, progress: null, start_date: null, end_date: null, notes: '' },
+  ];
+  const fr = toCsv(rows, 'fr', labels);
+  assert.ok(fr.startsWith('\uFEFF'), 'byte order mark');
+  const lines = fr.slice(1).split('\r\n');
+  assert.equal(lines[0], 'name;client;city;status;budget_mad;progress;start_date;end_date;notes');
+  assert.equal(lines[1], '"Résidence; Al Manar";"Groupe ""Addoha""";الدار البيضاء;En cours;12500000,50;45;2025-01-15;2026-09-30;"R+8\nGros œuvre"');
+  assert.equal(lines[2], '"\'=HYPERLINK(""x"")";;;Terminé;;;;;');
+  assert.equal(lines[3], '');
+  const ar = toCsv(rows.slice(0, 1), 'ar', labels).slice(1).split('\r\n');
+  assert.ok(ar[1].split(',').includes('12500000.50'), ar[1]);
 });

@@ -6,6 +6,7 @@ import { h, icon, replace, reconcile } from '../dom.js';
 import { t, getLang, locale } from '../i18n.js';
 import { money, compactMoney, date } from '../format.js';
 import { STATUSES, SORTS, matches, totals, compareBy, isOverdue, today } from '../project.js';
+import { toCsv, download } from '../csv.js';
 
 const PAGE = 200;
 
@@ -36,6 +37,12 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
     on: { change: (ev) => { state.sort = ev.target.value; state.limit = PAGE; update(); } },
   }, SORTS.map((s) => h('option', { value: s, text: t(`sort.${s}`) })));
   sort.value = SORTS.includes(state.sort) ? state.sort : 'newest';
+  // What the list shows now (filtered and ordered), for the export.
+  let shownNow = [];
+  const exportCsv = h('button', {
+    class: 'btn btn-ghost', type: 'button', testid: 'export-csv', title: t('export.title'),
+    on: { click: () => download(toCsv(shownNow, getLang(), t), `projets-${today()}.csv`) },
+  }, t('export.csv'));
 
   const totalsEl = h('div', { class: 'totals', testid: 'totals' });
   const listEl = h('div', { class: 'list', testid: 'project-list', 'aria-live': 'polite' });
@@ -49,7 +56,8 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
     h('div', { class: 'toolbar' },
       h('label', { class: 'search' }, icon('search'), search),
       filter,
-      sort),
+      sort,
+      exportCsv),
     countEl,
     listEl);
 
@@ -122,6 +130,8 @@ export function createList({ state, engine, onNew, onEdit, onDelete }) {
 
     const shown = all.filter((p) => matches(p, state.query.trim(), state.status)).sort(compareBy(sort.value, locale()));
     const day = today();
+    shownNow = shown;
+    exportCsv.disabled = !shown.length;
     countEl.textContent = all.length ? t('projects.count', { n: shown.length }) : '';
     if (!all.length) {
       replace(listEl, stateBox('empty', t('projects.emptyTitle'), t('projects.emptyText'),
