@@ -209,6 +209,13 @@ describe('web app on the real gateway and API', () => {
     assert.equal(lines[0], 'Nom;Client;Ville;Statut;Budget (MAD);Avancement (%);Début;Fin;Notes');
     assert.equal(lines.length, 1 + 2, 'the header and the two active projects (a line break inside a quoted note is not a row)');
     assert.match(csv, /\r\nRésidence Al Manar;Groupe Addoha;Casablanca;En cours;12500000,00;45;2025-01-15;2026-09-30;"R\+8, 120 logements\.\nGros œuvre en cours\."\r\n/);
+    // Printing the list gives the projects without the app around them.
+    await A.page.emulateMedia({ media: 'print' });
+    const printed = await A.page.evaluate(() => ['topbar', 'toolbar', 'row-actions'].map((c) => getComputedStyle(document.querySelector(`.${c}`)).display));
+    assert.deepEqual(printed, ['none', 'none', 'none']);
+    assert.notEqual(await A.page.$eval(tid('project-row'), (el) => getComputedStyle(el).display), 'none');
+    await shot(A.page, '00-list-print.png');
+    await A.page.emulateMedia({ media: 'screen' });
     await A.page.waitForSelector(tid('toast'), { state: 'detached', timeout: 10000 });
     await shot(A.page, '00-overview.png'); // copied to docs/screenshot.png
   });
