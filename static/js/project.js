@@ -43,6 +43,11 @@ export function validateDates(merged) {
   return {};
 }
 
+/** A field's value as edits and conflicts compare it: absent and null are the same. */
+export function sameValue(a, b) {
+  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
 /** Apply one op to a Map of projects (mutates the map, never the stored objects). */
 export function applyOp(map, op) {
   if (op.kind === 'delete') {

@@ -18,7 +18,7 @@
 //   server answers `conflict`/`stale` and the user chooses (see "Conflicts" below).
 
 import { ApiError, NetworkError } from './api.js';
-import { applyOp, uuid, EDITABLE_FIELDS } from './project.js';
+import { applyOp, uuid, EDITABLE_FIELDS, sameValue as same } from './project.js';
 import { checksumOf } from './checksum.js';
 
 const PUSH_BATCH = 500;
@@ -96,11 +96,6 @@ export function deviceLabel(userAgent, electron) {
 // push touching such a project pulls first. And an op is never sent, for the first
 // time, in one batch behind an op of the same project whose ack was lost: that op may
 // already be applied, and this one would then be judged against it (see `nextBatch`).
-
-/** A field's value as conflicts compare it: absent and null are the same. */
-function same(a, b) {
-  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
-}
 
 /** The server version a copy of a project stands for (0: none). */
 export function knownSeq(row) {

@@ -60,12 +60,14 @@ pub struct Conns {
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
     /// Per shard (and one for other threads), per worker, newest last; at most
-    /// `max_busy` each.
+    /// `max_idle` each.
     idle: Box<[Mutex<Vec<Idle>>]>,
     shards: usize,
+    /// `max_busy` shared out among the shards: a worker keeps about as many idle
+    /// connections in all as may be busy, however many threads the gateway has.
+    max_idle: usize,
     /// Per worker, the places of connections carrying a request.
     busy: Box<[Arc<Semaphore>]>,
-    max_busy: usize,
 }
 
 impl Conns {
@@ -84,8 +86,8 @@ impl Conns {
             metrics,
             idle,
             shards,
+            max_idle: max_busy.div_ceil(shards.max(1)),
             busy,
-            max_busy,
         }
     }
 
@@ -238,7 +240,7 @@ impl Conns {
                 }
                 _ => Vec::new(),
             };
-            if idle.len() < self.max_busy {
+            if idle.len() < self.max_idle {
                 idle.push(Idle {
                     stream: up.stream,
                     generation,

@@ -4,13 +4,13 @@
 import { h, icon, replace } from '../dom.js';
 import { t } from '../i18n.js';
 import { shown, fieldLabel } from './detail.js';
-import { EDITABLE_FIELDS } from '../project.js';
+import { EDITABLE_FIELDS, sameValue } from '../project.js';
 
 /** What a stale delete shows: the fields that changed since it was made. */
 function changedSinceDelete(c) {
   const p = c.project || {};
   const seen = c.seen || {};
-  const changed = EDITABLE_FIELDS.filter((f) => f in seen && JSON.stringify(seen[f] ?? null) !== JSON.stringify(p[f] ?? null));
+  const changed = EDITABLE_FIELDS.filter((f) => f in seen && !sameValue(seen[f], p[f]));
   return changed.length ? changed : ['name', 'progress', 'status'];
 }
 
