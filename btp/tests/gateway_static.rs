@@ -168,6 +168,17 @@ async fn spa_fallback_serves_index_only_for_html_navigations() {
     assert_eq!(status, 200);
     assert_eq!(header(&h, "cache-control"), "no-cache");
     assert!(String::from_utf8_lossy(&body).contains("BTP index"));
+    // The entry page has the browser fetch the configuration alongside its modules.
+    let preload = "</config.json>; rel=preload; as=fetch; crossorigin=anonymous";
+    assert_eq!(header(&h, "link"), preload);
+    let (_, h, _) = get(&gw, "/", &[html]).await;
+    assert_eq!(header(&h, "link"), preload);
+    let (status, h, _) = get(&gw, "/app.css", &[]).await;
+    assert_eq!(
+        (status, h.get("link")),
+        (200, None),
+        "only the entry page preloads it"
+    );
 
     let (status, _, _) = get(&gw, "/projects/42", &[("accept", "application/json")]).await;
     assert_eq!(status, 404, "non-navigation requests do not fall back");
@@ -287,4 +298,9 @@ async fn config_json_is_generated_from_config_toml_and_never_cached() {
     assert_eq!(doc["pingIntervalMs"], 20000);
     assert_eq!(doc["pingTimeoutMs"], 40000);
     assert!(doc["version"].as_str().is_some_and(|v| !v.is_empty()));
+    let assets = doc["assetsVersion"].as_str().unwrap_or_default();
+    assert!(
+        assets.len() == 16 && assets.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{doc}"
+    );
 }

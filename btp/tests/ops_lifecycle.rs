@@ -228,6 +228,16 @@ async fn reload_serves_new_static_files_and_config_and_keeps_open_sockets_open()
         async move { get_ok(&client, &url, &tok).await }
     });
 
+    // A kept-alive connection idle across the reload: its next request is served by the
+    // new files, not by the ones current when it started waiting.
+    let mut kept = tokio::net::TcpStream::connect(stack.http)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = get_on(&mut kept, "/").await;
+    assert!(before.contains("BTP index"), "{before}");
+    let config = ops::get_text(&stack.client, &stack.url("/config.json")).await;
+    let assets_before = assets_version(&config);
+
     stack.dir.write(
         "static/index.html",
         "<!doctype html><title>BTP</title><p>BTP reloaded</p>\n",
@@ -248,8 +258,12 @@ async fn reload_serves_new_static_files_and_config_and_keeps_open_sockets_open()
 
     let index = ops::get_text(&stack.client, &stack.url("/")).await;
     assert!(index.contains("BTP reloaded"), "{index}");
+    let after = get_on(&mut kept, "/").await;
+    assert!(after.contains("BTP reloaded"), "{after}");
     let config = ops::get_text(&stack.client, &stack.url("/config.json")).await;
     assert!(config.contains("https://new.example.ma"), "{config}");
+    // The web app changed: its service worker is registered under a new version.
+    assert_ne!(assets_version(&config), assets_before, "{config}");
 
     // The socket opened before the reload still answers, and nothing closed it.
     let pulled = socket
@@ -759,5 +773,49 @@ async fn an_unprivileged_user_cannot_take_the_listeners_in_a_binary_upgrade() {
             stack.process.output()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `/config.json`'s `assetsVersion`: non-empty, or the test fails.
+fn assets_version(config: &str) -> String {
+    let doc: serde_json::Value = serde_json::from_str(config).unwrap_or_default();
+    let version = doc["assetsVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!version.is_empty(), "no assetsVersion in {config}");
+    version
+}
+
+/// `GET path` on a kept-alive connection: the body of the answer (sized by its
+/// `Content-Length`), within 10 s.
+async fn get_on(conn: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: btp\r\nAccept: text/html\r\n\r\n");
+        conn.write_all(request.as_bytes()).await?;
+        let mut buf = Vec::new();
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no content-length in {head}"));
+                if buf.len() >= end + 4 + len {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                    return Ok::<_, std::io::Error>(body);
+                }
+            }
+            if conn.read_buf(&mut buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => panic!("GET {path} on the kept connection: {e}"),
+        Err(_) => panic!("GET {path} on the kept connection: no answer in 10 s"),
     }
 }

@@ -110,6 +110,9 @@ impl Heads {
             if asset.negotiable {
                 header.insert_header("vary", "Accept-Encoding")?;
             }
+            if let Some(link) = asset.link {
+                header.insert_header("link", link)?;
+            }
             if variant.encoding != Encoding::Identity {
                 header.insert_header("content-encoding", variant.encoding.token())?;
             }
@@ -130,7 +133,15 @@ struct AssetHead<'a> {
     content_type: &'a str,
     cache_control: &'a str,
     negotiable: bool,
+    /// A `Link` header: what the browser should fetch as soon as it has the head.
+    link: Option<&'static str>,
 }
+
+/// The web app's entry page (also the SPA fallback) has the browser fetch `/config.json`
+/// with the page's own modules instead of after them; in the shape the app's `fetch()`
+/// of it matches (CORS mode, same-origin credentials). A header rather than a tag in the
+/// page, so a copy opened from `file://` (the desktop app) asks for nothing.
+const ENTRY_LINK: &str = "</config.json>; rel=preload; as=fetch; crossorigin=anonymous";
 
 /// A variant before its heads are built (they depend on how many variants there are).
 struct Encoded {
@@ -163,6 +174,7 @@ impl Asset {
 pub struct Store {
     files: HashMap<String, Arc<Asset>>,
     index: Arc<Asset>,
+    version: String,
 }
 
 /// What a static request carries that matters to the answer.
@@ -242,7 +254,19 @@ impl Store {
             .get("index.html")
             .cloned()
             .ok_or_else(|| AssetError::NoIndex(root.to_path_buf()))?;
-        Ok(Store { files, index })
+        let version = version_of(&files);
+        Ok(Store {
+            files,
+            index,
+            version,
+        })
+    }
+
+    /// A digest of every file's path and content: it changes whenever any file of the
+    /// web app does. The web app's service worker is registered under it
+    /// (`/config.json`'s `assetsVersion`), so a new deployment is a new worker.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     pub fn len(&self) -> usize {
@@ -350,6 +374,20 @@ pub fn negotiate(accept_encoding: Option<&str>) -> Vec<Encoding> {
 }
 
 /// `If-None-Match` uses weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored.
+fn version_of(files: &HashMap<String, Arc<Asset>>) -> String {
+    let mut paths: Vec<&String> = files.keys().collect();
+    paths.sort();
+    let mut digest = Sha256::new();
+    for path in paths {
+        digest.update(path.as_bytes());
+        digest.update([0]);
+        // The identity variant's tag is the hash of the file's content.
+        digest.update(files[path].variants[0].etag.as_bytes());
+        digest.update([0]);
+    }
+    hex::encode(&digest.finalize()[..8])
+}
+
 fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     if_none_match
         .split(',')
@@ -441,6 +479,7 @@ fn build(key: &str, data: Vec<u8>) -> Result<Asset, AssetError> {
         content_type: &content_type,
         cache_control,
         negotiable: encoded.len() > 1,
+        link: (key == "index.html").then_some(ENTRY_LINK),
     };
     let variants = encoded
         .into_iter()
@@ -524,12 +563,17 @@ mod tests {
     use crate::path::decode;
 
     fn store() -> Store {
+        store_with("function hello() { return 'world'; }\n")
+    }
+
+    /// The test store, its `js/app.js` made of `line` repeated.
+    fn store_with(line: &str) -> Store {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("btp-assets-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("js")).unwrap_or_default();
-        let big_js = "function hello() { return 'world'; }\n".repeat(200);
+        let big_js = line.repeat(200);
         for (name, body) in [
             ("index.html", "<!doctype html><title>x</title>".repeat(20)),
             ("js/app.js", big_js.clone()),
@@ -542,6 +586,15 @@ mod tests {
         let store = Store::load(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         store.unwrap_or_else(|e| panic!("load: {e}"))
+    }
+
+    #[test]
+    fn the_version_follows_the_content_of_every_file() {
+        let (a, b) = (store(), store());
+        assert_eq!(a.version(), b.version(), "same files, same version");
+        assert_eq!(a.version().len(), 16);
+        let changed = store_with("function hello() { return 'monde'; }\n");
+        assert_ne!(a.version(), changed.version());
     }
 
     fn get<'a>(path: &'a CleanPath, accept: Option<&'a str>, ae: Option<&'a str>) -> Request<'a> {

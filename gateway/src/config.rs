@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use btp_config::Config;
-use bytes::Bytes;
+use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -60,8 +60,8 @@ pub struct Settings {
     /// Read limit of a long-polling GET (`Realtime::polling_read_timeout`).
     pub polling_read_timeout: Duration,
     pub health_check_interval: Duration,
-    /// The body of `GET /config.json`.
-    pub client_config: Bytes,
+    /// What `GET /config.json` says about these settings (see [`crate::live::Snapshot`]).
+    pub client_config: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Settings {
@@ -82,14 +82,14 @@ impl Settings {
         if workers.is_empty() {
             return Err(SettingsError::NoWorkers(c.api.listen.clone()));
         }
-        let client_config = serde_json::json!({
-            "apiUrl": c.gateway.public_url,
-            "realtimePath": "/socket.io/",
-            "transports": ["websocket"],
-            "pingIntervalMs": c.realtime.ping_interval_ms,
-            "pingTimeoutMs": c.realtime.ping_timeout_ms,
-            "version": env!("CARGO_PKG_VERSION"),
-        });
+        let client_config = serde_json::Map::from_iter([
+            ("apiUrl".into(), json!(c.gateway.public_url)),
+            ("realtimePath".into(), json!("/socket.io/")),
+            ("transports".into(), json!(["websocket"])),
+            ("pingIntervalMs".into(), json!(c.realtime.ping_interval_ms)),
+            ("pingTimeoutMs".into(), json!(c.realtime.ping_timeout_ms)),
+            ("version".into(), json!(env!("CARGO_PKG_VERSION"))),
+        ]);
         Ok(Settings {
             listen: addr("listen", &c.gateway.listen)?,
             admin_listen: addr("admin_listen", &c.gateway.admin_listen)?,
@@ -134,7 +134,7 @@ impl Settings {
             websocket_handoff: c.gateway.websocket_handoff,
             polling_read_timeout: c.realtime.polling_read_timeout(),
             health_check_interval: Duration::from_millis(c.gateway.health_check_interval_ms),
-            client_config: Bytes::from(client_config.to_string()),
+            client_config,
         })
     }
 
@@ -258,7 +258,7 @@ mod tests {
         let s = Settings::from_config(&c).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.tunnel_idle_timeout, c.realtime.tunnel_idle_timeout());
         assert_eq!(s.polling_read_timeout, c.realtime.polling_read_timeout());
-        let doc: serde_json::Value = serde_json::from_slice(&s.client_config).unwrap_or_default();
+        let doc = &s.client_config;
         assert_eq!(doc["pingIntervalMs"], 300);
         assert_eq!(doc["realtimePath"], "/socket.io/");
         assert_eq!(doc["transports"], serde_json::json!(["websocket"]));

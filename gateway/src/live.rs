@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 
 use crate::assets::Store;
 use crate::config::Settings;
@@ -14,6 +15,22 @@ use crate::config::Settings;
 pub struct Snapshot {
     pub settings: Arc<Settings>,
     pub store: Arc<Store>,
+    /// The body of `GET /config.json`: the settings' client configuration and the
+    /// static files' version (`assetsVersion`).
+    pub client_config: Bytes,
+}
+
+impl Snapshot {
+    pub fn new(settings: Arc<Settings>, store: Arc<Store>) -> Snapshot {
+        let mut doc = settings.client_config.clone();
+        doc.insert("assetsVersion".into(), store.version().into());
+        let client_config = Bytes::from(serde_json::Value::Object(doc).to_string());
+        Snapshot {
+            settings,
+            store,
+            client_config,
+        }
+    }
 }
 
 /// The current snapshot, shared by the proxy, the listeners and the health checks.
@@ -21,5 +38,5 @@ pub type Live = Arc<ArcSwap<Snapshot>>;
 
 /// Wrap the snapshot the gateway starts with.
 pub fn live(settings: Arc<Settings>, store: Arc<Store>) -> Live {
-    Arc::new(ArcSwap::from_pointee(Snapshot { settings, store }))
+    Arc::new(ArcSwap::from_pointee(Snapshot::new(settings, store)))
 }

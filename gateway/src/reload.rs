@@ -291,10 +291,8 @@ impl Reloader {
         let store = Store::load(&settings.static_root)?;
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let plan = plan(&running, &config);
-        self.live.store(Arc::new(Snapshot {
-            settings: Arc::new(settings),
-            store: Arc::new(store),
-        }));
+        self.live
+            .store(Arc::new(Snapshot::new(Arc::new(settings), Arc::new(store))));
         *running = config;
         Ok(plan)
     }

@@ -195,8 +195,11 @@ where
         // Bounded by the client: each round serves one of its requests, and a connection
         // that stops sending ends in `read_head` (end of stream, a deadline or the drain).
         for served in 0u64.. {
+            let waiting = self.live.load_full();
+            let read = self.read_head(&mut conn, &waiting, served == 0).await;
+            // The request is served by what is current when its head arrived: a reload
+            // while a kept-alive connection waited applies to its next request.
             let snap = self.live.load_full();
-            let read = self.read_head(&mut conn, &snap, served == 0).await;
             let after = match read {
                 Read::Head => self.serve_request(&mut conn, &snap).await,
                 Read::Gone => After::Close,
@@ -450,7 +453,7 @@ where
             }
             action => Ok(Answer::Made(Box::new(reply::made(
                 action,
-                &snap.settings.client_config,
+                &snap.client_config,
                 client.tls,
             )?))),
         }
