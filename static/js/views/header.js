@@ -7,11 +7,14 @@ import { time } from '../format.js';
 const MODE_TEXT = { websocket: 'conn.websocket', polling: 'conn.polling', offline: 'conn.offline', connecting: 'conn.connecting' };
 const MODE_TITLE = { websocket: 'conn.titleWebsocket', polling: 'conn.titlePolling', offline: 'conn.titleOffline', connecting: 'conn.connecting' };
 
+/**
+ * The switch is named by what it shows, the other language's own name (tagged with that
+ * language so it is read out right); what it does is its description, in this one.
+ */
 export function langButton(onToggle) {
   return h('button', {
-    class: 'btn btn-ghost btn-sm lang', type: 'button', testid: 'lang-toggle', lang: getLang() === 'fr' ? 'ar' : 'fr',
-    'aria-label': t('lang.switchLabel'), on: { click: onToggle },
-  }, icon('globe'), t('lang.switch'));
+    class: 'btn btn-ghost btn-sm lang', type: 'button', testid: 'lang-toggle', title: t('lang.switchLabel'), on: { click: onToggle },
+  }, icon('globe'), h('span', { lang: getLang() === 'fr' ? 'ar' : 'fr', text: t('lang.switch') }));
 }
 
 export function brand() {
