@@ -7,21 +7,23 @@
 
 import { h, replace } from './dom.js';
 import { t, setLang, getLang, applyDocumentLang, errorMessage } from './i18n.js';
-import { readConfig, probeApi, ConfigError } from './config.js';
+import { readConfig, probeApi, ConfigError, servedOverHttp } from './config.js';
+import { keepShell } from './shell.js';
 import { Api } from './api.js';
-import { openStore, deleteStore } from './store.js';
-import { Transport } from './transport.js';
-import { SyncEngine } from './sync.js';
-import { uuid } from './project.js';
 import { renderFatal } from './views/fatal.js';
 import { renderAuth } from './views/auth.js';
 import { createHeader, langButton, brand } from './views/header.js';
-import { createList, LIST_PAGE } from './views/list.js';
-import { createDetail } from './views/detail.js';
-import { openProjectForm } from './views/form.js';
-import { confirmDelete } from './views/confirm.js';
-import { openConflict } from './views/conflict.js';
 import { mountToasts, toast } from './views/toast.js';
+
+/** The signed-in part of the app (./workspace.js), loaded once, after the sign-in form. */
+let workspace = null;
+function loadWorkspace() {
+  workspace = workspace || import('./workspace.js').catch((err) => {
+    workspace = null; // a failed load is tried again by the next caller
+    throw err;
+  });
+  return workspace;
+}
 
 const SESSION_KEY = 'btp.session';
 /** History entries a project page shows. */
@@ -33,7 +35,7 @@ function readJson(key) {
 }
 
 /** One id per device (per browser profile), kept across reloads and sign-ins. */
-export function clientSessionId() {
+function clientSessionId(uuid) {
   let id = null;
   try { id = localStorage.getItem(DEVICE_KEY); } catch { /* fall through */ }
   if (!id) {
@@ -52,7 +54,10 @@ class App {
     this.engine = null;
     this.transport = null;
     this.store = null;
-    this.listState = { query: '', status: '', sort: 'newest', limit: LIST_PAGE };
+    /** The list's search, filter, order and page (its page size comes with the workspace). */
+    this.listState = { query: '', status: '', sort: 'newest', limit: 0 };
+    /** ./workspace.js's exports, once signed in. */
+    this.ws = null;
     this.screen = null;
     /** The open conflict dialog, if any: one at a time, the project on screen first. */
     this.conflictDialog = null;
@@ -75,24 +80,45 @@ class App {
 
   async boot() {
     replace(this.root, h('div', { class: 'boot', testid: 'boot-shell' }, h('div', { class: 'boot-logo', 'aria-hidden': 'true' }), h('p', { class: 'boot-text', text: `${t('app.name')}…` })));
+    this.config = null;
     try {
       this.config = await readConfig();
-      await probeApi(this.config);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      const session = readJson(SESSION_KEY);
-      renderFatal(this.root, err, {
-        onRetry: () => this.boot(),
-        // With a session and a config, local data is usable and edits queue until the
-        // server is back; without a config there is nowhere to sync to, ever.
-        onContinueOffline: this.config && session && session.token ? () => this.enter(session) : null,
-      });
+      this.fatal(err);
       return;
     }
+    keepShell(this.config);
     this.api = new Api(this.config.apiUrl);
+    // Settles to the ConfigError naming what failed, or null.
+    const probe = probeApi(this.config).then(() => null, (err) => {
+      if (err instanceof ConfigError) return err;
+      throw err;
+    });
     const session = readJson(SESSION_KEY);
-    if (session && session.token && session.user && session.user.id) await this.enter(session);
-    else this.route();
+    if (session && session.token && session.user && session.user.id) {
+      // Local data first: the list opens from this device's store at once, with or
+      // without a network, and edits queue in the outbox until the server answers.
+      await this.enter(session);
+      probe.then((failed) => { if (failed) toast(t('offline.started'), 'warn', 6000); });
+      return;
+    }
+    // The sign-in form at once; an unreachable server replaces it with the error screen.
+    // What follows sign-in loads while the user types.
+    this.route();
+    loadWorkspace().catch(() => { /* enter() says so, if it is still missing then */ });
+    const failed = await probe;
+    if (failed && !this.engine) this.fatal(failed);
+  }
+
+  /** The error screen naming what failed; in the desktop app, with the server address. */
+  fatal(err) {
+    this.api = null;
+    const electronUrl = globalThis.electron && globalThis.electron.apiUrl;
+    renderFatal(this.root, err, {
+      onRetry: () => this.boot(),
+      serverUrl: servedOverHttp() ? undefined : (this.config ? this.config.apiUrl : electronUrl || ''),
+    });
   }
 
   async signedIn(res) {
@@ -103,14 +129,21 @@ class App {
   }
 
   async enter(session) {
+    try {
+      this.ws = await loadWorkspace();
+    } catch (err) {
+      this.fatal(new ConfigError('error.code', new URL('workspace.js', import.meta.url).href, err && err.message));
+      return;
+    }
+    if (!this.listState.limit) this.listState.limit = this.ws.LIST_PAGE;
     this.session = session;
     if (!this.api) this.api = new Api(this.config.apiUrl);
     this.api.token = session.token;
-    this.store = await openStore(session.user.id);
-    const deviceId = clientSessionId();
+    this.store = await this.ws.openStore(session.user.id);
+    const deviceId = clientSessionId(this.ws.uuid);
     this.api.sessionId = deviceId;
-    this.transport = new Transport({ config: this.config, api: this.api, clientSessionId: deviceId, getToken: () => this.session && this.session.token });
-    this.engine = new SyncEngine({ store: this.store, transport: this.transport, clientSessionId: deviceId, userId: session.user.id });
+    this.transport = new this.ws.Transport({ config: this.config, api: this.api, clientSessionId: deviceId, getToken: () => this.session && this.session.token });
+    this.engine = new this.ws.SyncEngine({ store: this.store, transport: this.transport, clientSessionId: deviceId, userId: session.user.id });
     this.engine.addEventListener('change', () => this.refresh());
     this.engine.addEventListener('unauthorized', () => this.signOut({ expired: true }));
     this.engine.addEventListener('conflict-gone', () => toast(t('conflict.gone'), 'warn', 6000));
@@ -154,8 +187,8 @@ class App {
     }
     const m = /^\/p\/([^/]+)$/.exec(hash);
     const actions = { engine: this.engine, onEdit: (id) => this.edit(id), onDelete: (id) => this.remove(id) };
-    if (m) this.screen = createDetail({ id: decodeURIComponent(m[1]), loadHistory: (id) => this.api.history(id, HISTORY_SHOWN), ...actions });
-    else this.screen = createList({ state: this.listState, onNew: () => this.edit(null), ...actions });
+    if (m) this.screen = this.ws.createDetail({ id: decodeURIComponent(m[1]), loadHistory: (id) => this.api.history(id, HISTORY_SHOWN), ...actions });
+    else this.screen = this.ws.createList({ state: this.listState, onNew: () => this.edit(null), ...actions });
     replace(this.main, this.screen.el);
     this.refresh();
     // A new page announces itself: focus its title, never leave it on <body>.
@@ -186,7 +219,7 @@ class App {
     if (!engine.conflicts.size) return;
     const m = /^#\/p\/([^/]+)$/.exec(location.hash);
     const c = (m && engine.conflicts.get(decodeURIComponent(m[1]))) || engine.conflicts.values().next().value;
-    const dialog = openConflict({
+    const dialog = this.ws.openConflict({
       conflict: c,
       name: nameOf(c),
       onKeepMine: () => engine.keepMine(c.id),
@@ -207,13 +240,13 @@ class App {
   async edit(id) {
     const project = id ? this.engine.view().get(id) : null;
     if (id && !project) return;
-    await openProjectForm({ engine: this.engine, project, isOnline: () => this.isOnline() });
+    await this.ws.openProjectForm({ engine: this.engine, project, isOnline: () => this.isOnline() });
   }
 
   async remove(id) {
     const project = this.engine.view().get(id);
     if (!project) return;
-    if (!(await confirmDelete(project.name))) return;
+    if (!(await this.ws.confirmDelete(project.name))) return;
     // Focus goes where the eye goes: the row that takes the deleted one's place.
     const rows = [...document.querySelectorAll('[data-testid="project-row"]')];
     const at = rows.findIndex((r) => r.dataset.id === id);
@@ -251,7 +284,7 @@ class App {
     if (!elsewhere) {
       try { localStorage.removeItem(SESSION_KEY); } catch { /* nothing to remove */ }
     }
-    if (userId && byUser) await deleteStore(userId);
+    if (userId && byUser) await this.ws.deleteStore(userId);
     if (this.api) this.api.token = null;
     history.replaceState(null, '', '#/login');
     this.route();

@@ -1,7 +1,8 @@
 // Run-time configuration: where the API lives is read when the page starts, never baked
 // in. Over http(s) the gateway serves /config.json; a page loaded from file:// or an app
-// scheme (Electron) gets `window.electron.apiUrl` from its preload. Either way the API is
-// then probed once, so an unreachable server ends on an error screen naming the URL.
+// scheme (Electron) gets `window.electron.apiUrl` from its preload, unless the user
+// entered another address on the error screen (kept on this device). Either way the API
+// is then probed once, so an unreachable server ends on an error screen naming the URL.
 
 const DEFAULTS = {
   realtimePath: '/socket.io/',
@@ -12,6 +13,8 @@ const DEFAULTS = {
 };
 
 const PROBE_TIMEOUT_MS = 8000;
+/** The server address the user entered in the desktop app, kept on this device. */
+const SERVER_KEY = 'btp.apiUrl';
 
 export class ConfigError extends Error {
   /** `reason` is an i18n key; `url` is what was tried, shown to the user. */
@@ -31,7 +34,7 @@ async function fetchWithTimeout(url, init = {}) {
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(), PROBE_TIMEOUT_MS);
   try {
-    return await fetch(url, { ...init, signal: ctl.signal, cache: 'no-store' });
+    return await fetch(url, { cache: 'no-store', ...init, signal: ctl.signal });
   } finally {
     clearTimeout(timer);
   }
@@ -52,7 +55,10 @@ export async function readConfig() {
     const url = new URL('/config.json', location.href).href;
     let body;
     try {
-      const res = await fetchWithTimeout(url, { headers: { Accept: 'application/json' } });
+      // The default cache mode, so that the fetch the gateway's `Link` header on the page
+      // started (with the page's modules) is the one used; it is marked no-cache, so
+      // never stale.
+      const res = await fetchWithTimeout(url, { cache: 'default' });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       body = await res.json();
     } catch (err) {
@@ -66,9 +72,31 @@ export async function readConfig() {
       source: url,
     };
   }
-  const apiUrl = trimSlash(globalThis.electron && globalThis.electron.apiUrl);
+  const saved = savedServer();
+  const apiUrl = saved || trimSlash(globalThis.electron && globalThis.electron.apiUrl);
   if (!apiUrl) throw new ConfigError('error.noApiUrl', location.href);
-  return { ...DEFAULTS, apiUrl, source: 'window.electron.apiUrl' };
+  return { ...DEFAULTS, apiUrl, source: saved ? `localStorage ${SERVER_KEY}` : 'window.electron.apiUrl' };
+}
+
+/** The server address entered on this device ('' when none). */
+export function savedServer() {
+  try { return localStorage.getItem(SERVER_KEY) || ''; } catch { return ''; }
+}
+
+/** Keep `apiUrl` as this device's server address; '' goes back to the app's own. */
+export function saveServer(apiUrl) {
+  try {
+    if (apiUrl) localStorage.setItem(SERVER_KEY, apiUrl);
+    else localStorage.removeItem(SERVER_KEY);
+  } catch { /* storage refused: the address lasts this page */ }
+}
+
+/** A typed server address as an API base URL, or null when it is not an http(s) one. */
+export function parseServerUrl(text) {
+  let url;
+  try { url = new URL(String(text || '').trim()); } catch { return null; }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || !url.host || url.username || url.password) return null;
+  return trimSlash(`${url.origin}${url.pathname}`);
 }
 
 function pick(body) {
@@ -78,6 +106,7 @@ function pick(body) {
   if (Number.isFinite(body.pingIntervalMs)) out.pingIntervalMs = body.pingIntervalMs;
   if (Number.isFinite(body.pingTimeoutMs)) out.pingTimeoutMs = body.pingTimeoutMs;
   if (typeof body.version === 'string') out.version = body.version;
+  if (typeof body.assetsVersion === 'string') out.assetsVersion = body.assetsVersion;
   return out;
 }
 

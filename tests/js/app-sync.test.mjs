@@ -254,6 +254,16 @@ describe('web app on the real gateway and API', () => {
     await A.page.click(link('Pont Oued Sebou'));
     await A.page.waitForSelector(tid('project-detail'));
     assert.equal(await A.page.evaluate(() => document.activeElement.dataset.testid), 'detail-name');
+    // On the project page too, another device's edits (of this project or another) fill
+    // the card in place: the focused button keeps the focus.
+    await A.page.focus(tid('detail-edit'));
+    await A.page.evaluate(() => { window.keptCard = document.querySelector('.detail-card'); });
+    await editProject(B.page, 'Pont Oued Sebou', { progress: 35, notes: 'Tablier coulé.' });
+    await editProject(B.page, 'Résidence Al Manar', { progress: 55 });
+    await A.page.waitForSelector(`${tid('project-detail')} progress[value="35"]`, { timeout: 5000 });
+    assert.equal(await A.page.textContent(tid('detail-notes')), 'Tablier coulé.');
+    assert.equal(await A.page.evaluate(() => document.activeElement.dataset.testid), 'detail-edit');
+    assert.ok(await A.page.evaluate(() => window.keptCard === document.querySelector('.detail-card')), 'the same card element');
     await A.page.click(tid('detail-back'));
     await A.page.waitForSelector(`${tid('totals')}[data-ready="true"]`);
   });
@@ -487,6 +497,13 @@ describe('web app on the real gateway and API', () => {
     assert.deepEqual(notes, ['ltr', 'R+8, 120 logements.\nGros œuvre en cours.']);
     assert.equal(await A.page.$eval(tid('detail-name'), (el) => getComputedStyle(el).direction), 'ltr');
     await A.page.click(tid('detail-back'));
+    // Typing in the other script: each text field takes the direction of what is typed.
+    await A.page.click(tid('new-project'));
+    await A.page.fill(tid('project-name'), 'Gros œuvre.');
+    await A.page.fill(tid('project-notes'), 'Coulage prévu lundi.');
+    const typed = await A.page.$$eval(`${tid('project-name')}, ${tid('project-notes')}`, (els) => els.map((el) => getComputedStyle(el).direction));
+    assert.deepEqual(typed, ['ltr', 'ltr']);
+    await A.page.click(tid('project-cancel'));
     await A.page.waitForSelector(`${tid('totals')}[data-ready="true"]`);
     await A.page.setViewportSize({ width: 390, height: 844 });
     await shot(A.page, '10-phone-ar.png');

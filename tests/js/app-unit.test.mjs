@@ -4,6 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseServerUrl } from '../../static/js/config.js';
 import { decodeSio, encodeEvent } from '../../static/js/sio.js';
 import { backoffDelay } from '../../static/js/transport.js';
 import { checksumOf, sha256Hex } from '../../static/js/checksum.js';
@@ -253,4 +257,50 @@ test('the CSV export: BOM, separators and decimal mark by language, amounts in M
   assert.equal(lines[3], '');
   const ar = toCsv(rows.slice(0, 1), 'ar', labels).slice(1).split('\r\n');
   assert.ok(ar[1].split(',').includes('12500000.50'), ar[1]);
+});
+
+test('index.html preloads the sign-in form\'s modules; every module is reachable, so the service worker keeps it', () => {
+  const staticRoot = fileURLToPath(new URL('../../static/', import.meta.url));
+  const source = (rel) => readFileSync(path.join(staticRoot, rel), 'utf8');
+  // A module's relative imports, split into static and dynamic (`import('…')`).
+  const importsOf = (rel) => {
+    const text = source(rel);
+    const resolve = (spec) => path.posix.normalize(path.posix.join(path.posix.dirname(rel), spec));
+    return {
+      static: [...text.matchAll(/^(?:import|export)\b[^'"`;]*?\bfrom\s*'(\.{1,2}\/[^']+)'/gm)].map((m) => resolve(m[1])),
+      dynamic: [...text.matchAll(/\bimport\(\s*'(\.{1,2}\/[^']+)'\s*\)/g)].map((m) => resolve(m[1])),
+    };
+  };
+  const closure = (roots, follow) => {
+    const seen = new Set(roots);
+    for (const queue = [...roots]; queue.length;) {
+      for (const next of follow(importsOf(queue.shift()))) if (!seen.has(next)) { seen.add(next); queue.push(next); }
+    }
+    return [...seen].sort();
+  };
+  const modules = readdirSync(path.join(staticRoot, 'js'), { recursive: true })
+    .filter((f) => f.endsWith('.js'))
+    .map((f) => `js/${f.split(path.sep).join('/')}`)
+    .sort();
+  const html = source('index.html');
+  const preloaded = [...html.matchAll(/<link rel="modulepreload" href="([^"]+)">/g)].map((m) => m[1]);
+  assert.equal(new Set(preloaded).size, preloaded.length);
+  // Exactly what app.js needs before it can draw the sign-in form: its static imports.
+  assert.deepEqual([...preloaded].sort(), closure(['js/app.js'], (i) => i.static),
+    'a module app.js imports but index.html does not preload arrives a wave later on a first visit');
+  assert.ok(!preloaded.includes('js/workspace.js') && !preloaded.includes('js/sync.js'), 'the signed-in workspace is not on the sign-in form\'s path');
+  // Everything, through the dynamic import of the workspace too: what the worker keeps.
+  assert.deepEqual(closure(preloaded, (i) => [...i.static, ...i.dynamic]), modules, 'a module nobody imports');
+  for (const [, href] of html.matchAll(/(?:href|src)="([^"]+)"/g)) {
+    assert.ok(existsSync(path.join(staticRoot, href)), `index.html links ${href}, which does not exist`);
+  }
+});
+
+test('a server address typed in the desktop app is an http(s) base URL, or refused', () => {
+  assert.equal(parseServerUrl(' https://btp.exemple.ma/ '), 'https://btp.exemple.ma');
+  assert.equal(parseServerUrl('http://10.0.0.5:8080/btp/'), 'http://10.0.0.5:8080/btp');
+  assert.equal(parseServerUrl('HTTPS://BTP.Exemple.MA'), 'https://btp.exemple.ma');
+  for (const bad of ['', 'btp.exemple.ma', 'ftp://btp.exemple.ma', 'javascript:alert(1)', 'file:///etc/passwd', 'https://user:pw@btp.exemple.ma', 'http://']) {
+    assert.equal(parseServerUrl(bad), null, bad);
+  }
 });

@@ -78,51 +78,82 @@ export function createDetail({ id, engine, onEdit, onDelete, loadHistory }) {
       });
   }
 
-  function item(label, value, testid) {
-    return h('div', { class: 'dl-item' }, h('dt', { text: label }), h('dd', { testid, dir: 'auto', text: value }));
+  const back = h('a', { class: 'back', href: '#/', testid: 'detail-back' }, icon('back', 'icon icon-flip'), t('detail.back'));
+  /** The project's card, built once and then filled in place: a change made elsewhere
+   * never takes the focus (on its buttons, say) or the reader's place away. */
+  let card = null;
+
+  function buildCard() {
+    const dd = (testid) => h('dd', { testid, dir: 'auto' });
+    const item = (label, value) => h('div', { class: 'dl-item' }, h('dt', { text: label }), value);
+    const c = {
+      title: h('h1', { class: 'detail-title', testid: 'detail-name', dir: 'auto', tabindex: '-1' }),
+      badges: h('div', { class: 'detail-sub' }),
+      progress: h('div', { class: 'detail-progress' }),
+      fields: {
+        client: dd('detail-client'), city: dd('detail-city'), budget: dd('detail-budget'), start: dd('detail-start'),
+        end: dd('detail-end'), created: dd('detail-created'), updated: dd('detail-updated'),
+      },
+      notes: h('p', { testid: 'detail-notes', dir: 'auto' }),
+    };
+    const f = c.fields;
+    c.el = h('div', { class: 'card detail-card' },
+      h('div', { class: 'detail-head' },
+        h('div', null, c.title, c.badges),
+        h('div', { class: 'detail-actions' },
+          h('button', { class: 'btn btn-ghost', type: 'button', testid: 'detail-edit', on: { click: () => onEdit(id) } }, icon('edit'), t('detail.edit')),
+          h('button', { class: 'btn btn-danger', type: 'button', testid: 'detail-delete', on: { click: () => onDelete(id) } }, icon('trash'), t('detail.delete')))),
+      c.progress,
+      h('dl', { class: 'dl' },
+        item(t('field.client'), f.client), item(t('field.city'), f.city), item(t('field.budget'), f.budget),
+        item(t('field.start_date'), f.start), item(t('field.end_date'), f.end),
+        item(t('field.created_at'), f.created), item(t('field.updated_at'), f.updated)),
+      h('div', { class: 'detail-notes' }, h('h2', { class: 'label', text: t('field.notes') }), c.notes));
+    return c;
+  }
+
+  /** Set `node`'s text, touching the document only when it changed. */
+  function text(node, value) {
+    if (node.textContent !== value) node.textContent = value;
+  }
+
+  function fill(c, p, pending) {
+    text(c.title, p.name);
+    replace(c.badges, statusBadge(p.status, 'detail-status'),
+      pending ? h('span', { class: 'chip chip-pending', testid: 'detail-pending', text: t('detail.pending') }) : null);
+    replace(c.progress, h('span', { class: 'label', text: t('field.progress') }), progressBar(p.progress));
+    const f = c.fields;
+    text(f.client, p.client || t('empty.dash'));
+    text(f.city, p.city || t('empty.dash'));
+    text(f.budget, money(p.budget_centimes));
+    text(f.start, date(p.start_date));
+    text(f.end, date(p.end_date));
+    text(f.created, dateTime(p.created_at));
+    text(f.updated, dateTime(p.updated_at));
+    c.notes.className = p.notes ? 'notes' : 'notes muted';
+    text(c.notes, p.notes || t('detail.noNotes'));
   }
 
   function update() {
-    const back = h('a', { class: 'back', href: '#/', testid: 'detail-back' }, icon('back', 'icon icon-flip'), t('detail.back'));
     if (!engine.ready()) {
       replace(el, back, h('div', { class: 'state-loading', testid: 'state-loading' }, h('div', { class: 'sk sk-title' }), h('div', { class: 'sk sk-line' })));
       return;
     }
     const p = engine.view().get(id);
     if (!p) {
+      card = null;
       replace(el, back, h('div', { class: 'state state-empty', testid: 'detail-not-found' },
         h('div', { class: 'state-art', 'aria-hidden': 'true' }, icon('search', 'icon icon-xl')),
         h('h2', { text: t('detail.notFoundTitle') }),
         h('p', { text: t('detail.notFoundText') })));
       return;
     }
-    const pending = engine.isPending(id);
-    replace(el,
-      back,
-      h('div', { class: 'card detail-card' },
-        h('div', { class: 'detail-head' },
-          h('div', null,
-            h('h1', { class: 'detail-title', testid: 'detail-name', dir: 'auto', tabindex: '-1', text: p.name }),
-            h('div', { class: 'detail-sub' },
-              statusBadge(p.status, 'detail-status'),
-              pending ? h('span', { class: 'chip chip-pending', testid: 'detail-pending', text: t('detail.pending') }) : null)),
-          h('div', { class: 'detail-actions' },
-            h('button', { class: 'btn btn-ghost', type: 'button', testid: 'detail-edit', on: { click: () => onEdit(id) } }, icon('edit'), t('detail.edit')),
-            h('button', { class: 'btn btn-danger', type: 'button', testid: 'detail-delete', on: { click: () => onDelete(id) } }, icon('trash'), t('detail.delete')))),
-        h('div', { class: 'detail-progress' }, h('span', { class: 'label', text: t('field.progress') }), progressBar(p.progress)),
-        h('dl', { class: 'dl' },
-          item(t('field.client'), p.client || t('empty.dash'), 'detail-client'),
-          item(t('field.city'), p.city || t('empty.dash'), 'detail-city'),
-          item(t('field.budget'), money(p.budget_centimes), 'detail-budget'),
-          item(t('field.start_date'), date(p.start_date), 'detail-start'),
-          item(t('field.end_date'), date(p.end_date), 'detail-end'),
-          item(t('field.created_at'), dateTime(p.created_at), 'detail-created'),
-          item(t('field.updated_at'), dateTime(p.updated_at), 'detail-updated')),
-        h('div', { class: 'detail-notes' },
-          h('h2', { class: 'label', text: t('field.notes') }),
-          h('p', { class: p.notes ? 'notes' : 'notes muted', testid: 'detail-notes', dir: 'auto', text: p.notes || t('detail.noNotes') }))),
-      panel);
-    renderHistory();
+    if (!card) card = buildCard();
+    fill(card, p, engine.isPending(id));
+    if (card.el.parentNode !== el) {
+      replace(el, back, card.el, panel);
+      renderHistory();
+    }
     refreshHistory(p.seq);
   }
 

@@ -42,7 +42,7 @@ export function openProjectForm({ engine, project, isOnline }) {
   const status = h('select', { class: 'input select' }, STATUSES.map((s) => h('option', { value: s, text: t(`status.${s}`) })));
   status.value = p.status || 'planned';
   const progress = h('input', { class: 'input', type: 'number', min: '0', max: '100', step: '1', inputmode: 'numeric', value: String(p.progress ?? 0) });
-  const notes = h('textarea', { class: 'input textarea', rows: '4', maxlength: '5000' });
+  const notes = h('textarea', { class: 'input textarea', dir: 'auto', rows: '4', maxlength: '5000' });
   notes.value = p.notes || '';
 
   const formError = h('p', { class: 'form-error', testid: 'form-error', role: 'alert', hidden: true });
@@ -54,9 +54,9 @@ export function openProjectForm({ engine, project, isOnline }) {
       h('h2', { class: 'modal-title', id: 'pf-title', text: t(editing ? 'form.editTitle' : 'form.createTitle') }),
       h('button', { class: 'btn btn-icon', type: 'button', 'aria-label': t('form.cancel'), on: { click: () => dialog.close() } }, icon('close'))),
     h('div', { class: 'modal-body form-grid' },
-      field('name', h('input', { class: 'input', type: 'text', maxlength: '200', required: true, autocomplete: 'off', value: p.name || '' }), { wide: true }),
-      field('client', h('input', { class: 'input', type: 'text', autocomplete: 'organization', value: p.client || '' })),
-      field('city', h('input', { class: 'input', type: 'text', autocomplete: 'address-level2', value: p.city || '' })),
+      field('name', h('input', { class: 'input', type: 'text', dir: 'auto', maxlength: '200', required: true, autocomplete: 'off', value: p.name || '' }), { wide: true }),
+      field('client', h('input', { class: 'input', type: 'text', dir: 'auto', autocomplete: 'organization', value: p.client || '' })),
+      field('city', h('input', { class: 'input', type: 'text', dir: 'auto', autocomplete: 'address-level2', value: p.city || '' })),
       field('budget_centimes', h('input', { class: 'input', type: 'text', inputmode: 'decimal', placeholder: '0,00', value: centimesToInput(p.budget_centimes) })),
       field('status', status),
       field('start_date', h('input', { class: 'input', type: 'date', value: p.start_date || '' })),

@@ -23,7 +23,7 @@ export function progressBar(value) {
 
 export function createList({ state, engine, onNew, onEdit, onDelete }) {
   const search = h('input', {
-    class: 'input search-input', type: 'search', testid: 'search-input', placeholder: t('search.placeholder'),
+    class: 'input search-input', type: 'search', dir: 'auto', testid: 'search-input', placeholder: t('search.placeholder'),
     'aria-label': t('search.label'), value: state.query,
     on: { input: (ev) => { state.query = ev.target.value; state.limit = PAGE; update(); } },
   });

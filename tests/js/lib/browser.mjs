@@ -8,10 +8,12 @@ import { OUT_DIR } from './system.mjs';
 
 export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 
-export function launch() {
+/** `trustSpki`: a test certificate's key hash (`startSystem({ tls })`), trusted as valid. */
+export function launch({ trustSpki } = {}) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
+      ...(trustSpki ? [`--ignore-certificate-errors-spki-list=${trustSpki}`] : []),
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       // What Electron grants its file:// pages: ES modules next to index.html may load.
@@ -32,7 +34,8 @@ export async function newDevice(browser, { name, viewport = { width: 1280, heigh
     // What the Electron preload does: expose the API URL before any page script runs.
     await context.addInitScript((apiUrl) => { window.electron = { apiUrl }; }, electronApiUrl);
   }
-  if (initScript) await context.addInitScript(initScript);
+  // `initScript`: a function, or [function, argument].
+  if (initScript) await context.addInitScript(...(Array.isArray(initScript) ? initScript : [initScript]));
   const page = await context.newPage();
   const device = { name, context, page, errors: [], sockets: [], requests: [] };
   page.on('console', (msg) => {

@@ -2,8 +2,9 @@
 // config.toml on free loopback ports, a temporary SQLite database and `static.root`
 // pointing at the repository's web app; waits until the API answers through the gateway;
 // stops the whole process group at the end.
-import { spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, writeFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { createHash, X509Certificate } from 'node:crypto';
+import { createWriteStream, mkdtempSync, writeFileSync, existsSync, mkdirSync, rmSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -60,10 +61,14 @@ async function distinctPorts(n) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * @param {object} o { name, realtime: { ping_interval_ms, ping_timeout_ms }, readyTimeoutMs }
- * @returns {Promise<{ url, port, adminPort, dir, logFile, stop }>}
+ * @param {object} o { name, realtime: { ping_interval_ms, ping_timeout_ms }, readyTimeoutMs,
+ *   workers, databaseUrl, staticRoot (the web app served; the repository's by default),
+ *   tls (also an HTTPS listener, HTTP/2 by ALPN, with a certificate from `btp certs`) }
+ * @returns {Promise<{ url, port, adminPort, dir, logFile, stop, restart, reload, tlsUrl, spki }>}
+ *   `spki`: base64 SHA-256 of the certificate's public key, what Chromium's
+ *   `--ignore-certificate-errors-spki-list` trusts.
  */
-export async function startSystem({ name = 'btp', realtime = {}, readyTimeoutMs = 90000, workers = 1, databaseUrl = null } = {}) {
+export async function startSystem({ name = 'btp', realtime = {}, readyTimeoutMs = 90000, workers = 1, databaseUrl = null, staticRoot = STATIC_ROOT, tls = false } = {}) {
   // BTP_TEST_URL points the tests at a system someone already runs (e.g. a staging box).
   if (process.env.BTP_TEST_URL) {
     const url = process.env.BTP_TEST_URL.replace(/\/+$/, '');
@@ -72,8 +77,17 @@ export async function startSystem({ name = 'btp', realtime = {}, readyTimeoutMs 
   if (!existsSync(BTP_BIN)) throw new Error(`btp binary not found at ${BTP_BIN} (build it with \`cargo build -p btp\` or set BTP_BIN)`);
   mkdirSync(OUT_DIR, { recursive: true });
   const dir = mkdtempSync(path.join(tmpdir(), `${name}-`));
-  const [port, adminPort] = await distinctPorts(2);
-  const apiPort = await freePortRun(workers, [port, adminPort]);
+  const [port, adminPort, tlsPort] = await distinctPorts(3);
+  const apiPort = await freePortRun(workers, [port, adminPort, tlsPort]);
+  let tlsLines = '';
+  let spki = null;
+  if (tls) {
+    const certs = path.join(dir, 'certs');
+    execFileSync(BTP_BIN, ['certs', '--dir', certs], { stdio: 'ignore' });
+    tlsLines = `tls_listen = "127.0.0.1:${tlsPort}"\ntls_cert = "${path.join(certs, 'dev.crt')}"\ntls_key = "${path.join(certs, 'dev.key')}"\n`;
+    const cert = new X509Certificate(readFileSync(path.join(certs, 'dev.crt')));
+    spki = createHash('sha256').update(cert.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+  }
   const pingInterval = realtime.ping_interval_ms ?? 25000;
   const pingTimeout = realtime.ping_timeout_ms ?? 60000;
   const configPath = path.join(dir, 'config.toml');
@@ -82,9 +96,9 @@ export async function startSystem({ name = 'btp', realtime = {}, readyTimeoutMs 
 listen = "127.0.0.1:${port}"
 admin_listen = "127.0.0.1:${adminPort}"
 pid_file = "${path.join(dir, 'btp.pid')}"
-
+${tlsLines}
 [static]
-root = "${STATIC_ROOT}"
+root = "${staticRoot}"
 
 [api]
 listen = "127.0.0.1:${apiPort}"
@@ -160,6 +174,13 @@ level = "info"
     apiPort,
     dir,
     logFile,
+    tlsUrl: tls ? `https://127.0.0.1:${tlsPort}` : null,
+    spki,
+    /** What `btp reload` does: SIGHUP, so the gateway re-reads config.toml and the web app. */
+    reload() {
+      const pid = Number(readFileSync(path.join(dir, 'btp.pid'), 'utf8').trim());
+      process.kill(pid, 'SIGHUP');
+    },
     /** Stop the whole system, then start it again on the same ports and database. */
     async restart() {
       await kill();
