@@ -87,12 +87,19 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let tls = match settings.tls_listen {
-        Some(addr) => Some((
-            addr,
-            Arc::new(tls::settings(&settings.tls_cert, &settings.tls_key)?.build()),
-        )),
+    let certificate = match settings.tls_listen {
+        Some(_) => {
+            let loaded = tls::load(&settings.tls_cert, &settings.tls_key)?;
+            tracing::info!("certificate: {}", loaded.describe());
+            Some(tls::Certificate::new(loaded, &metrics).context("creating certificate metrics")?)
+        }
         None => None,
+    };
+    let tls = match (settings.tls_listen, &certificate) {
+        (Some(addr), Some(certificate)) => {
+            Some((addr, Arc::new(tls::settings(certificate.clone())?.build())))
+        }
+        _ => None,
     };
     if !opts.upgrade {
         // Pingora panics when a listener cannot bind; find out first, with a message.
@@ -205,7 +212,7 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         server.add_service(supervisor);
         control
     });
-    let reloader = Reloader::new(opts.source, config, live, control, &metrics)
+    let reloader = Reloader::new(opts.source, config, live, certificate, control, &metrics)
         .context("creating reload metrics")?;
     server.add_service(public);
     server.add_service(admin);

@@ -27,6 +27,7 @@ use crate::config::Settings;
 use crate::live::{Live, Snapshot};
 use crate::metrics::Metrics;
 use crate::supervisor::Control;
+use crate::tls::{self, Certificate};
 
 /// Where a changed key takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +76,8 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             "gateway.tls_listen",
             NewProcess,
         ),
-        (a.tls_cert != b.tls_cert, "gateway.tls_cert", NewProcess),
-        (a.tls_key != b.tls_key, "gateway.tls_key", NewProcess),
+        (a.tls_cert != b.tls_cert, "gateway.tls_cert", Live),
+        (a.tls_key != b.tls_key, "gateway.tls_key", Live),
         (a.pid_file != b.pid_file, "gateway.pid_file", NewProcess),
         (a.threads != b.threads, "gateway.threads", NewProcess),
         (
@@ -193,12 +194,16 @@ pub enum ReloadError {
     Settings(#[from] crate::config::SettingsError),
     #[error("{0}")]
     Static(#[from] crate::assets::AssetError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Applies reloads; one per gateway process.
 pub struct Reloader {
     source: Source,
     live: Live,
+    /// What the TLS listener presents, when there is one: re-read by every reload.
+    certificate: Option<Arc<Certificate>>,
     running: Mutex<Config>,
     supervisor: Option<Control>,
     reloads: IntCounterVec,
@@ -209,6 +214,7 @@ impl Reloader {
         source: Source,
         running: Config,
         live: Live,
+        certificate: Option<Arc<Certificate>>,
         supervisor: Option<Control>,
         metrics: &Metrics,
     ) -> Result<Reloader, prometheus::Error> {
@@ -226,6 +232,7 @@ impl Reloader {
         Ok(Reloader {
             source,
             live,
+            certificate,
             running: Mutex::new(running),
             supervisor,
             reloads,
@@ -285,14 +292,28 @@ impl Reloader {
         }
     }
 
+    /// Everything is read and checked before anything is applied: a configuration, a
+    /// static file or a certificate that fails leaves the running ones in place.
     fn try_reload(&self) -> Result<Plan, ReloadError> {
         let config = btp_config::load(&self.source).map_err(ReloadError::Config)?;
         let settings = Settings::from_config(&config)?;
         let store = Store::load(&settings.static_root)?;
+        // The certificate files are read again even when their paths did not change: a
+        // renewal (certbot's deploy hook) replaces them in place.
+        let certificate = match (&self.certificate, settings.tls_listen) {
+            (Some(current), Some(_)) => {
+                Some((current, tls::load(&settings.tls_cert, &settings.tls_key)?))
+            }
+            _ => None,
+        };
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let plan = plan(&running, &config);
         self.live
             .store(Arc::new(Snapshot::new(Arc::new(settings), Arc::new(store))));
+        if let Some((current, loaded)) = certificate {
+            tracing::info!("[RELOAD] certificate: {}", loaded.describe());
+            current.swap(loaded);
+        }
         *running = config;
         Ok(plan)
     }

@@ -1,6 +1,7 @@
 //! TLS for the public listener: the rustls settings Pingora terminates with (TLS 1.2 and
-//! 1.3 only, ALPN `h2` then `http/1.1`), and the self-signed development certificate
-//! `btp certs dev` writes.
+//! 1.3 only, ALPN `h2` then `http/1.1`), the certificate it presents ([`Certificate`],
+//! swapped by a reload without closing a connection), and the self-signed development
+//! certificate `btp certs dev` writes.
 //!
 //! The certificate and key are loaded and matched here, before Pingora sees them, because
 //! Pingora's own loader panics on bad files; a config that got past `btp check` and then
@@ -11,11 +12,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use pingora::listeners::tls::TlsSettings;
+use prometheus::{IntGaugeVec, Opts};
 use rustls::crypto::ring::default_provider;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use x509_parser::extensions::GeneralName;
+
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -31,20 +38,91 @@ pub enum TlsError {
     },
 }
 
-/// Pingora listener settings for `cert` and `key`: HTTP/2 offered through ALPN.
-pub fn settings(cert: &Path, key: &Path) -> Result<TlsSettings, TlsError> {
-    let certified = load(cert, key)?;
-    // Pingora's builder calls this too; doing it first makes `CertifiedKey` construction
-    // and the acceptor agree on one provider.
-    let _ = CryptoProvider::install_default(default_provider());
+/// Pingora listener settings presenting `certificate`: HTTP/2 offered through ALPN.
+pub fn settings(certificate: Arc<Certificate>) -> Result<TlsSettings, TlsError> {
     let mut settings =
         TlsSettings::with_callbacks(Box::new(NoCallbacks)).map_err(|e| TlsError::Cert {
-            path: cert.display().to_string(),
+            path: "(listener)".into(),
             message: e.to_string(),
         })?;
-    settings.set_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    settings.set_cert_resolver(certificate);
     settings.enable_h2();
     Ok(settings)
+}
+
+/// A certificate chain and its private key, read and matched, with what its leaf says.
+#[derive(Debug)]
+pub struct Loaded {
+    key: Arc<CertifiedKey>,
+    /// The names it is for: DNS names and IP addresses of its subjectAltName (its common
+    /// name when it has none).
+    pub names: Vec<String>,
+    /// The end of its validity, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl Loaded {
+    /// `names until date`, for the log.
+    pub fn describe(&self) -> String {
+        let until = x509_parser::time::ASN1Time::from_timestamp(self.not_after)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|_| self.not_after.to_string());
+        format!("{} valid until {until}", self.names.join(", "))
+    }
+}
+
+/// What the TLS listener presents: the certificate current when a handshake starts. A
+/// reload swaps it whole; a connection keeps the one it was made with.
+/// `btp_gateway_certificate_expiry_timestamp_seconds{domain}` follows it.
+pub struct Certificate {
+    current: ArcSwap<CertifiedKey>,
+    expiry: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate").finish_non_exhaustive()
+    }
+}
+
+impl Certificate {
+    pub fn new(loaded: Loaded, metrics: &Metrics) -> Result<Arc<Certificate>, prometheus::Error> {
+        let expiry = IntGaugeVec::new(
+            Opts::new(
+                "btp_gateway_certificate_expiry_timestamp_seconds",
+                "When the certificate the TLS listener presents expires (Unix time), per name it is for.",
+            ),
+            &["domain"],
+        )?;
+        metrics.register(Box::new(expiry.clone()))?;
+        let certificate = Certificate {
+            current: ArcSwap::new(loaded.key.clone()),
+            expiry,
+        };
+        certificate.show(&loaded);
+        Ok(Arc::new(certificate))
+    }
+
+    /// Present `loaded` to every handshake from now on.
+    pub fn swap(&self, loaded: Loaded) {
+        self.current.store(loaded.key.clone());
+        self.show(&loaded);
+    }
+
+    fn show(&self, loaded: &Loaded) {
+        self.expiry.reset();
+        for name in &loaded.names {
+            self.expiry
+                .with_label_values(&[name.as_str()])
+                .set(loaded.not_after);
+        }
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
 }
 
 struct NoCallbacks;
@@ -52,7 +130,8 @@ struct NoCallbacks;
 #[async_trait::async_trait]
 impl pingora::listeners::TlsAccept for NoCallbacks {}
 
-fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+/// Read `cert` (a PEM chain, leaf first) and `key`, and check that they belong together.
+pub fn load(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
     let cert_name = cert.display().to_string();
     let key_name = key.display().to_string();
     let cert_err = |message: String| TlsError::Cert {
@@ -67,20 +146,64 @@ fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| cert_err(format!("not PEM: {e}")))?;
-    if chain.is_empty() {
+    let Some(leaf) = chain.first() else {
         return Err(cert_err("no certificate in file".into()));
-    }
+    };
+    let (names, not_after) = leaf_facts(leaf).map_err(cert_err)?;
     let pem = std::fs::read(key).map_err(|e| key_err(e.to_string()))?;
     let private: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| key_err(format!("not PEM: {e}")))?
         .ok_or_else(|| key_err("no private key in file".into()))?;
-    CertifiedKey::from_der(chain, private, &default_provider()).map_err(|source| {
+    // The provider the acceptor uses too (Pingora's builder installs it as well).
+    let _ = CryptoProvider::install_default(default_provider());
+    let key = CertifiedKey::from_der(chain, private, &default_provider()).map_err(|source| {
         TlsError::Mismatch {
             cert: cert_name.clone(),
             key: key_name.clone(),
             source,
         }
+    })?;
+    Ok(Loaded {
+        key: Arc::new(key),
+        names,
+        not_after,
     })
+}
+
+/// The names a leaf certificate is for, and the end of its validity.
+fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let mut names: Vec<String> = match parsed.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(dns) => Some((*dns).to_string()),
+                GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => <[u8; 4]>::try_from(*ip)
+                        .ok()
+                        .map(|b| std::net::IpAddr::from(b).to_string()),
+                    16 => <[u8; 16]>::try_from(*ip)
+                        .ok()
+                        .map(|b| std::net::IpAddr::from(b).to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(format!("unreadable subjectAltName: {e}")),
+    };
+    if names.is_empty() {
+        names = parsed
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+            .collect();
+    }
+    Ok((names, parsed.validity().not_after.timestamp()))
 }
 
 /// Write a self-signed certificate for `localhost`, `127.0.0.1` and `::1` to `cert`, and
@@ -134,7 +257,13 @@ mod tests {
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0);
         assert_eq!(mode, 0o600);
-        assert!(load(&cert, &key).is_ok());
+        let loaded = load(&cert, &key).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.names, ["localhost", "127.0.0.1", "::1"]);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        assert!(loaded.not_after > now, "{}", loaded.describe());
 
         let other = dir.join("other.key");
         generate_dev_cert(&dir.join("other.crt"), &other).unwrap_or_else(|e| panic!("{e:#}"));
