@@ -69,9 +69,9 @@ pub struct Gateway {
     pub max_connections_per_ip: u64,
     /// Connect timeout to an API upstream; a dead upstream answers 503 quickly.
     pub upstream_connect_timeout_ms: u64,
-    /// Connections to one API worker carrying a request at once (as many are kept idle
-    /// for reuse). A request beyond it waits for one, up to `upstream_connect_timeout_ms`,
-    /// then gets 503.
+    /// Connections to one API worker carrying a request at once (each gateway thread
+    /// keeps up to as many idle for reuse). A request beyond it waits for one, up to
+    /// `upstream_connect_timeout_ms`, then gets 503.
     pub upstream_max_connections: u64,
     /// Read timeout for proxied `/api/` requests (not for upgraded streams, whose timeouts
     /// derive from `[realtime]`).
