@@ -13,6 +13,8 @@ if [ "$what" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
   have chromium || need_pkgs+=(chromium)
   have promtool || need_pkgs+=(prometheus)
+  # An RFC 8555 test certificate authority and its DNS, for the ACME tests.
+  have pebble && have pebble-challtestsrv || need_pkgs+=(pebble)
   # The system's own Python, which an unprivileged test user can run (not a user's pyenv).
   [ -x /usr/bin/python3 ] || need_pkgs+=(python3)
   have node || need_pkgs+=(nodejs npm)

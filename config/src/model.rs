@@ -89,7 +89,25 @@ pub struct Gateway {
     /// upgrade is routed (descriptor passing), instead of relaying its frames. TLS
     /// connections and workers the gateway does not supervise are always relayed.
     pub websocket_handoff: bool,
+    /// Names to obtain and renew a certificate for with ACME (RFC 8555); empty = off, and
+    /// `tls_cert` / `tls_key` are used. Needs `tls_listen`.
+    pub acme_domains: Vec<String>,
+    /// The contact address given to the certificate authority ("" = none).
+    pub acme_email: String,
+    /// The certificate authority's ACME directory URL.
+    pub acme_directory: String,
+    /// PEM file of the roots to trust for `acme_directory` (a private or test CA); "" =
+    /// the usual web roots.
+    pub acme_ca_roots: String,
+    /// How the authority checks the names: `http-01`, answered on `listen` (which must be
+    /// reachable on port 80 under each name).
+    pub acme_challenge: String,
 }
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// The ACME challenges `gateway.acme_challenge` accepts.
+pub const ACME_CHALLENGES: [&str; 1] = ["http-01"];
 
 impl Default for Gateway {
     fn default() -> Self {
@@ -116,6 +134,11 @@ impl Default for Gateway {
             pid_file: "data/btp.pid".into(),
             threads: 0,
             websocket_handoff: true,
+            acme_domains: Vec::new(),
+            acme_email: String::new(),
+            acme_directory: LETS_ENCRYPT.into(),
+            acme_ca_roots: String::new(),
+            acme_challenge: "http-01".into(),
         }
     }
 }

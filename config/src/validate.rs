@@ -153,9 +153,13 @@ impl Ctx<'_> {
             );
         }
 
-        if c.gateway.tls_listen.is_some() {
+        if !c.gateway.acme_domains.is_empty() {
+            // The certificate comes from the authority: tls_cert and tls_key are unused.
+            self.check_acme(c);
+        } else if c.gateway.tls_listen.is_some() {
             self.check_tls(c);
-        } else if c.gateway.redirect_http {
+        }
+        if c.gateway.tls_listen.is_none() && c.gateway.redirect_http {
             self.report(
                 "gateway.redirect_http",
                 "gateway.redirect_http needs gateway.tls_listen".into(),
@@ -438,6 +442,77 @@ impl Ctx<'_> {
         }
     }
 
+    fn check_acme(&mut self, c: &Config) {
+        let g = &c.gateway;
+        if g.tls_listen.is_none() {
+            self.report(
+                "gateway.acme_domains",
+                "gateway.acme_domains needs gateway.tls_listen (the certificate is for it)".into(),
+            );
+        }
+        for (i, domain) in g.acme_domains.iter().enumerate() {
+            if !is_dns_name(domain) {
+                self.report(
+                    "gateway.acme_domains",
+                    format!("gateway.acme_domains: {domain:?} is not a DNS name (lowercase letters, digits, hyphens, dots; no wildcard, no IP address)"),
+                );
+            } else if g.acme_domains[..i].contains(domain) {
+                self.report(
+                    "gateway.acme_domains",
+                    format!("gateway.acme_domains: {domain} is listed twice"),
+                );
+            }
+        }
+        if !crate::model::ACME_CHALLENGES.contains(&g.acme_challenge.as_str()) {
+            self.report(
+                "gateway.acme_challenge",
+                format!(
+                    "gateway.acme_challenge = {:?}: expected one of {}",
+                    g.acme_challenge,
+                    crate::model::ACME_CHALLENGES.join(", ")
+                ),
+            );
+        }
+        let https = g
+            .acme_directory
+            .strip_prefix("https://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        if !https {
+            self.report(
+                "gateway.acme_directory",
+                format!(
+                    "gateway.acme_directory = {:?} is not an https:// URL",
+                    g.acme_directory
+                ),
+            );
+        }
+        if !g.acme_email.is_empty()
+            && (g.acme_email.contains(char::is_whitespace)
+                || !g
+                    .acme_email
+                    .split_once('@')
+                    .is_some_and(|(user, host)| !user.is_empty() && host.contains('.')))
+        {
+            self.report(
+                "gateway.acme_email",
+                format!(
+                    "gateway.acme_email = {:?} is not an email address",
+                    g.acme_email
+                ),
+            );
+        }
+        if !g.acme_ca_roots.is_empty() {
+            let path = c.resolve(&g.acme_ca_roots);
+            match read_certs(&path) {
+                Ok(_) => {}
+                Err(e) => self.report(
+                    "gateway.acme_ca_roots",
+                    format!("gateway.acme_ca_roots {}: {e}", path.display()),
+                ),
+            }
+        }
+    }
+
     fn check_tls(&mut self, c: &Config) {
         let cert_path = c.resolve(&c.gateway.tls_cert);
         let key_path = c.resolve(&c.gateway.tls_key);
@@ -477,6 +552,20 @@ impl Ctx<'_> {
 
 type Certs = Vec<rustls::pki_types::CertificateDer<'static>>;
 type Key = rustls::pki_types::PrivateKeyDer<'static>;
+
+/// A name a public certificate can be for: dot-separated labels of lowercase ASCII
+/// letters, digits and inner hyphens, at most 253 bytes; not an IP address.
+fn is_dns_name(name: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253 && name.parse::<std::net::IpAddr>().is_err() && name.split('.').all(label)
+}
 
 fn read_certs(path: &std::path::Path) -> Result<Certs, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;

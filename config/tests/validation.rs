@@ -292,3 +292,39 @@ fn auth_limits_must_allow_at_least_one_attempt() {
     );
     assert!(problems("[auth]\nmax_concurrent_hashes = 0\n", &dir).is_empty());
 }
+
+#[test]
+fn acme_settings_are_checked_where_they_are_written() {
+    let dir = site();
+    // A good one: no certificate files needed (the authority provides it).
+    let ok = "[gateway]\ntls_listen = \"0.0.0.0:8443\"\ntls_cert = \"missing.crt\"\n\
+              acme_domains = [\"btp.example.ma\", \"www.btp.example.ma\"]\n\
+              acme_email = \"ops@btp.example.ma\"\n";
+    assert_eq!(problems(ok, &dir), Vec::<String>::new());
+
+    let text = "[gateway]\n\
+                acme_domains = [\"btp.example.ma\", \"*.btp.example.ma\", \"10.0.0.1\", \"BTP.ma\", \"btp.example.ma\"]\n\
+                acme_email = \"not an address\"\n\
+                acme_directory = \"http://acme.example/dir\"\n\
+                acme_ca_roots = \"missing-roots.pem\"\n\
+                acme_challenge = \"dns-01\"\n";
+    let got = problems(text, &dir);
+    let want = [
+        "config.toml:2:1: gateway.acme_domains needs gateway.tls_listen (the certificate is for it)",
+        "config.toml:2:1: gateway.acme_domains: \"*.btp.example.ma\" is not a DNS name",
+        "config.toml:2:1: gateway.acme_domains: \"10.0.0.1\" is not a DNS name",
+        "config.toml:2:1: gateway.acme_domains: \"BTP.ma\" is not a DNS name",
+        "config.toml:2:1: gateway.acme_domains: btp.example.ma is listed twice",
+        "config.toml:3:1: gateway.acme_email = \"not an address\" is not an email address",
+        "config.toml:4:1: gateway.acme_directory = \"http://acme.example/dir\" is not an https:// URL",
+        "config.toml:5:1: gateway.acme_ca_roots ",
+        "config.toml:6:1: gateway.acme_challenge = \"dns-01\": expected one of http-01",
+    ];
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    for (got, want) in got.iter().zip(want) {
+        assert!(
+            got.starts_with(want),
+            "{got}\n  does not start with\n{want}"
+        );
+    }
+}

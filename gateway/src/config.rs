@@ -35,6 +35,9 @@ pub struct Settings {
     /// The private directory (mode 0700) of the binary upgrade's socket: next to the pid
     /// file, `upgrade/` in its directory.
     pub upgrade_dir: PathBuf,
+    /// Certificates from an ACME authority (`gateway.acme_domains` not empty); they are
+    /// kept in `acme/` next to the pid file.
+    pub acme: Option<crate::acme::AcmeSettings>,
     pub workers: Vec<SocketAddr>,
     pub trusted: Vec<Cidr>,
     pub max_body_bytes: u64,
@@ -90,6 +93,11 @@ impl Settings {
             ("pingTimeoutMs".into(), json!(c.realtime.ping_timeout_ms)),
             ("version".into(), json!(env!("CARGO_PKG_VERSION"))),
         ]);
+        // The pid file's directory holds the process's private state.
+        let data_dir = c
+            .resolve(&c.gateway.pid_file)
+            .parent()
+            .map_or_else(|| PathBuf::from("."), PathBuf::from);
         Ok(Settings {
             listen: addr("listen", &c.gateway.listen)?,
             admin_listen: addr("admin_listen", &c.gateway.admin_listen)?,
@@ -102,11 +110,15 @@ impl Settings {
                 n => n,
             },
             static_root: c.static_root(),
-            upgrade_dir: c
-                .resolve(&c.gateway.pid_file)
-                .parent()
-                .map(|dir| dir.join("upgrade"))
-                .unwrap_or_else(|| PathBuf::from("upgrade")),
+            upgrade_dir: data_dir.join("upgrade"),
+            acme: (!c.gateway.acme_domains.is_empty()).then(|| crate::acme::AcmeSettings {
+                domains: c.gateway.acme_domains.clone(),
+                email: c.gateway.acme_email.clone(),
+                directory: c.gateway.acme_directory.clone(),
+                ca_roots: (!c.gateway.acme_ca_roots.is_empty())
+                    .then(|| c.resolve(&c.gateway.acme_ca_roots)),
+                dir: data_dir.join("acme"),
+            }),
             workers,
             trusted: c
                 .gateway

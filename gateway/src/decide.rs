@@ -46,6 +46,8 @@ pub enum Action {
     Redirect(String),
     /// `GET /config.json`.
     ClientConfig,
+    /// `GET /.well-known/acme-challenge/<token>`: the key authorization for the token.
+    AcmeChallenge(String),
     /// A file of the web app (or its 404, 405).
     Static(CleanPath),
     /// To an API worker: `sticky` names the worker that owns the Engine.IO session, if
@@ -91,6 +93,14 @@ fn origin(target: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
+/// An ACME token: base64url, as the authority makes them (RFC 8555 §8.1), bounded.
+fn is_token(token: &str) -> bool {
+    (1..=256).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub fn decide(facts: &Facts<'_>, s: &Settings, workers: usize) -> Decision {
     let request_id = forward::request_id(facts.request_id, facts.client.trusted);
     let (path_and_query, authority) = origin(facts.target).unwrap_or((facts.target, None));
@@ -108,6 +118,21 @@ pub fn decide(facts: &Facts<'_>, s: &Settings, workers: usize) -> Decision {
     // The gateway is not a forward proxy: CONNECT gets the usual JSON shape.
     if facts.method == "CONNECT" {
         decision.action = refuse(405, "method_not_allowed", "CONNECT is not proxied", true);
+        return decision;
+    }
+    // An ACME authority checks a name over plain HTTP, redirect or not, and before the
+    // first certificate exists (RFC 8555 §8.3: it would follow a redirect, but to what?).
+    if classify(Listener::Public, raw_path) == Route::AcmeChallenge {
+        decision.route = Route::AcmeChallenge;
+        let token = raw_path
+            .strip_prefix(crate::route::ACME_CHALLENGE)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|t| is_token(t));
+        decision.action = match (facts.method, token) {
+            ("GET" | "HEAD", Some(token)) => Action::AcmeChallenge(token.to_string()),
+            ("GET" | "HEAD", None) => refuse(404, "not_found", "no such challenge", false),
+            _ => refuse(405, "method_not_allowed", "GET only", false),
+        };
         return decision;
     }
     if !facts.client.tls && s.redirect_http {
@@ -357,6 +382,52 @@ mod tests {
             ..facts("GET", "/")
         };
         assert!(matches!(decide(&no_host, &s, 1).action, Action::Static(_)));
+    }
+
+    #[test]
+    fn acme_challenges_are_answered_over_plain_http_even_when_everything_else_is_redirected() {
+        let s = settings(|c| {
+            c.gateway.tls_listen = Some("0.0.0.0:8443".into());
+            c.gateway.redirect_http = true;
+        });
+        let nothing = refuse(404, "not_found", "no such challenge", false);
+        let table = [
+            (
+                "GET",
+                "/.well-known/acme-challenge/Xy_9-aBc",
+                Action::AcmeChallenge("Xy_9-aBc".into()),
+            ),
+            (
+                "HEAD",
+                "/.well-known/acme-challenge/tok",
+                Action::AcmeChallenge("tok".into()),
+            ),
+            (
+                "POST",
+                "/.well-known/acme-challenge/tok",
+                refuse(405, "method_not_allowed", "GET only", false),
+            ),
+            ("GET", "/.well-known/acme-challenge/", nothing.clone()),
+            ("GET", "/.well-known/acme-challenge", nothing.clone()),
+            ("GET", "/.well-known/acme-challenge/a/b", nothing.clone()),
+            ("GET", "/.well-known/acme-challenge/%2e%2e", nothing.clone()),
+            ("GET", "/.well-known/acme-challenge/to.ken", nothing.clone()),
+        ];
+        for (method, target, want) in table {
+            let d = decide(&facts(method, target), &s, 1);
+            assert_eq!(
+                (d.route, d.action),
+                (Route::AcmeChallenge, want),
+                "{method} {target}"
+            );
+        }
+        let long = format!("/.well-known/acme-challenge/{}", "a".repeat(257));
+        assert_eq!(decide(&facts("GET", &long), &s, 1).action, nothing);
+        // Anything else under /.well-known/ is redirected like the rest.
+        assert!(matches!(
+            decide(&facts("GET", "/.well-known/security.txt"), &s, 1).action,
+            Action::Redirect(_)
+        ));
     }
 
     #[test]

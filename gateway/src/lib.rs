@@ -17,6 +17,7 @@
 //! `tests/layout.rs` keeps the imports one-way.
 
 pub mod access;
+pub mod acme;
 pub mod admin;
 pub mod assets;
 pub mod config;
@@ -45,6 +46,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::acme::Acme;
 use crate::admin::Admin;
 use crate::assets::Store;
 use crate::config::Settings;
@@ -87,13 +89,45 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let certificate = match settings.tls_listen {
-        Some(_) => {
+    let challenges = Arc::new(acme::Challenges::default());
+    let certificate = match (settings.tls_listen, &settings.acme) {
+        (None, _) => None,
+        (Some(_), Some(acme)) => {
+            let stored = Acme::stored(acme);
+            match &stored {
+                Some(loaded) => tracing::info!(
+                    "[ACME] certificate kept in {}: {}",
+                    acme.dir.display(),
+                    loaded.describe()
+                ),
+                None => tracing::info!(
+                    "[ACME] no certificate for {} yet: ordering one",
+                    acme.domains.join(", ")
+                ),
+            }
+            Some(tls::Certificate::new(stored, &metrics).context("creating certificate metrics")?)
+        }
+        (Some(_), None) => {
             let loaded = tls::load(&settings.tls_cert, &settings.tls_key)?;
             tracing::info!("certificate: {}", loaded.describe());
-            Some(tls::Certificate::new(loaded, &metrics).context("creating certificate metrics")?)
+            Some(
+                tls::Certificate::new(Some(loaded), &metrics)
+                    .context("creating certificate metrics")?,
+            )
         }
-        None => None,
+    };
+    let acme = match (&settings.acme, &certificate) {
+        (Some(acme), Some(certificate)) => Some(background_service(
+            "acme",
+            Acme::new(
+                acme.clone(),
+                certificate.clone(),
+                challenges.clone(),
+                &metrics,
+            )
+            .context("creating ACME metrics")?,
+        )),
+        _ => None,
     };
     let tls = match (settings.tls_listen, &certificate) {
         (Some(addr), Some(certificate)) => {
@@ -145,7 +179,7 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         Server::new_with_opt_and_conf(opt, server_conf(settings.listen, &settings.upgrade_dir));
     server.bootstrap();
 
-    let live = live::live(settings.clone(), store);
+    let live = live::live(settings.clone(), store, challenges);
     let forwarder = Arc::new(Forwarder::new(Arc::new(Conns::new(
         pool.clone(),
         metrics.clone(),
@@ -217,6 +251,9 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
     server.add_service(public);
     server.add_service(admin);
     server.add_service(health);
+    if let Some(acme) = acme {
+        server.add_service(acme);
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals {
             reloader: Arc::new(reloader),

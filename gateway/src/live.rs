@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use crate::acme::Challenges;
 use crate::assets::Store;
 use crate::config::Settings;
 
@@ -18,10 +19,16 @@ pub struct Snapshot {
     /// The body of `GET /config.json`: the settings' client configuration and the
     /// static files' version (`assetsVersion`).
     pub client_config: Bytes,
+    /// The ACME client's answers to HTTP-01 checks; the same for the process's life.
+    pub challenges: Arc<Challenges>,
 }
 
 impl Snapshot {
-    pub fn new(settings: Arc<Settings>, store: Arc<Store>) -> Snapshot {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<Store>,
+        challenges: Arc<Challenges>,
+    ) -> Snapshot {
         let mut doc = settings.client_config.clone();
         doc.insert("assetsVersion".into(), store.version().into());
         let client_config = Bytes::from(serde_json::Value::Object(doc).to_string());
@@ -29,6 +36,7 @@ impl Snapshot {
             settings,
             store,
             client_config,
+            challenges,
         }
     }
 }
@@ -37,6 +45,8 @@ impl Snapshot {
 pub type Live = Arc<ArcSwap<Snapshot>>;
 
 /// Wrap the snapshot the gateway starts with.
-pub fn live(settings: Arc<Settings>, store: Arc<Store>) -> Live {
-    Arc::new(ArcSwap::from_pointee(Snapshot::new(settings, store)))
+pub fn live(settings: Arc<Settings>, store: Arc<Store>, challenges: Arc<Challenges>) -> Live {
+    Arc::new(ArcSwap::from_pointee(Snapshot::new(
+        settings, store, challenges,
+    )))
 }

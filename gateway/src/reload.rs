@@ -64,7 +64,7 @@ impl Plan {
 pub fn plan(old: &Config, new: &Config) -> Plan {
     use Effect::*;
     let (a, b) = (&old.gateway, &new.gateway);
-    let checks: [(bool, &'static str, Effect); 32] = [
+    let checks: [(bool, &'static str, Effect); 33] = [
         (a.listen != b.listen, "gateway.listen", NewProcess),
         (
             a.admin_listen != b.admin_listen,
@@ -116,6 +116,17 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             Live,
         ),
         (a.public_url != b.public_url, "gateway.public_url", Live),
+        // The ACME client is set up at start: a change of names, authority or contact
+        // is a new client.
+        (
+            a.acme_domains != b.acme_domains
+                || a.acme_email != b.acme_email
+                || a.acme_directory != b.acme_directory
+                || a.acme_ca_roots != b.acme_ca_roots
+                || a.acme_challenge != b.acme_challenge,
+            "gateway.acme_*",
+            NewProcess,
+        ),
         (
             a.websocket_handoff != b.websocket_handoff,
             "gateway.websocket_handoff",
@@ -300,16 +311,21 @@ impl Reloader {
         let store = Store::load(&settings.static_root)?;
         // The certificate files are read again even when their paths did not change: a
         // renewal (certbot's deploy hook) replaces them in place.
-        let certificate = match (&self.certificate, settings.tls_listen) {
-            (Some(current), Some(_)) => {
+        // With ACME the certificate is the ACME client's, not these files'.
+        let certificate = match (&self.certificate, settings.tls_listen, &settings.acme) {
+            (Some(current), Some(_), None) => {
                 Some((current, tls::load(&settings.tls_cert, &settings.tls_key)?))
             }
             _ => None,
         };
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let plan = plan(&running, &config);
-        self.live
-            .store(Arc::new(Snapshot::new(Arc::new(settings), Arc::new(store))));
+        let challenges = self.live.load().challenges.clone();
+        self.live.store(Arc::new(Snapshot::new(
+            Arc::new(settings),
+            Arc::new(store),
+            challenges,
+        )));
         if let Some((current, loaded)) = certificate {
             tracing::info!("[RELOAD] certificate: {}", loaded.describe());
             current.swap(loaded);
@@ -402,11 +418,17 @@ mod tests {
         let mut new = old.clone();
         new.gateway.listen = "0.0.0.0:80".into();
         new.gateway.threads = 4;
+        new.gateway.acme_domains = vec!["btp.example.ma".into()];
         new.api.workers = 2;
         let p = plan(&old, &new);
         assert_eq!(
             p.keys(Effect::NewProcess),
-            vec!["gateway.listen", "gateway.threads", "api.workers"]
+            vec![
+                "gateway.listen",
+                "gateway.threads",
+                "gateway.acme_*",
+                "api.workers"
+            ]
         );
         assert!(!p.restarts_workers());
     }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use pingora::listeners::tls::TlsSettings;
 use prometheus::{IntGaugeVec, Opts};
 use rustls::crypto::ring::default_provider;
@@ -57,7 +57,8 @@ pub struct Loaded {
     /// The names it is for: DNS names and IP addresses of its subjectAltName (its common
     /// name when it has none).
     pub names: Vec<String>,
-    /// The end of its validity, in seconds since the Unix epoch.
+    /// Its validity, in seconds since the Unix epoch.
+    pub not_before: i64,
     pub not_after: i64,
 }
 
@@ -72,10 +73,11 @@ impl Loaded {
 }
 
 /// What the TLS listener presents: the certificate current when a handshake starts. A
-/// reload swaps it whole; a connection keeps the one it was made with.
+/// reload (or an ACME renewal) swaps it whole; a connection keeps the one it was made
+/// with. None yet (ACME's first order under way): handshakes fail until it comes.
 /// `btp_gateway_certificate_expiry_timestamp_seconds{domain}` follows it.
 pub struct Certificate {
-    current: ArcSwap<CertifiedKey>,
+    current: ArcSwapOption<CertifiedKey>,
     expiry: IntGaugeVec,
 }
 
@@ -86,7 +88,11 @@ impl std::fmt::Debug for Certificate {
 }
 
 impl Certificate {
-    pub fn new(loaded: Loaded, metrics: &Metrics) -> Result<Arc<Certificate>, prometheus::Error> {
+    /// Presenting `loaded` if there is one.
+    pub fn new(
+        loaded: Option<Loaded>,
+        metrics: &Metrics,
+    ) -> Result<Arc<Certificate>, prometheus::Error> {
         let expiry = IntGaugeVec::new(
             Opts::new(
                 "btp_gateway_certificate_expiry_timestamp_seconds",
@@ -96,16 +102,18 @@ impl Certificate {
         )?;
         metrics.register(Box::new(expiry.clone()))?;
         let certificate = Certificate {
-            current: ArcSwap::new(loaded.key.clone()),
+            current: ArcSwapOption::empty(),
             expiry,
         };
-        certificate.show(&loaded);
+        if let Some(loaded) = loaded {
+            certificate.swap(loaded);
+        }
         Ok(Arc::new(certificate))
     }
 
     /// Present `loaded` to every handshake from now on.
     pub fn swap(&self, loaded: Loaded) {
-        self.current.store(loaded.key.clone());
+        self.current.store(Some(loaded.key.clone()));
         self.show(&loaded);
     }
 
@@ -121,7 +129,7 @@ impl Certificate {
 
 impl ResolvesServerCert for Certificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        self.current.load_full()
     }
 }
 
@@ -149,7 +157,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
     let Some(leaf) = chain.first() else {
         return Err(cert_err("no certificate in file".into()));
     };
-    let (names, not_after) = leaf_facts(leaf).map_err(cert_err)?;
+    let (names, not_before, not_after) = leaf_facts(leaf).map_err(cert_err)?;
     let pem = std::fs::read(key).map_err(|e| key_err(e.to_string()))?;
     let private: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| key_err(format!("not PEM: {e}")))?
@@ -166,12 +174,13 @@ pub fn load(cert: &Path, key: &Path) -> Result<Loaded, TlsError> {
     Ok(Loaded {
         key: Arc::new(key),
         names,
+        not_before,
         not_after,
     })
 }
 
-/// The names a leaf certificate is for, and the end of its validity.
-fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
+/// The names a leaf certificate is for, and its validity.
+fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let mut names: Vec<String> = match parsed.subject_alternative_name() {
@@ -203,7 +212,12 @@ fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
             .filter_map(|cn| cn.as_str().ok().map(str::to_string))
             .collect();
     }
-    Ok((names, parsed.validity().not_after.timestamp()))
+    let validity = parsed.validity();
+    Ok((
+        names,
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
 }
 
 /// Write a self-signed certificate for `localhost`, `127.0.0.1` and `::1` to `cert`, and
@@ -229,17 +243,20 @@ pub fn generate_dev_cert(cert: &Path, key: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+/// Replace `path` with `bytes`, mode 0600: written to a new file beside it, then renamed
+/// over it, so a reader sees the old file or the new one, never a part.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(path)?;
-    // An existing file keeps its old mode through `open`; force it.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod gateway;
 pub mod h2;
+pub mod pebble;
 pub mod raw;
 pub mod upstream;
 pub mod ws;

@@ -452,9 +452,7 @@ where
                 })
             }
             action => Ok(Answer::Made(Box::new(reply::made(
-                action,
-                &snap.client_config,
-                client.tls,
+                action, snap, client.tls,
             )?))),
         }
     }

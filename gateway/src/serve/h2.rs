@@ -504,7 +504,7 @@ impl ProxyHttp for Gateway {
                 if matches!(action, Action::Refuse { close: true, .. }) {
                     session.set_keepalive(None);
                 }
-                reply::made(action, &ctx.snap.client_config, ctx.tls)?
+                reply::made(action, &ctx.snap, ctx.tls)?
             }
         };
         self.write(session, ctx, reply).await

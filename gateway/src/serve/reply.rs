@@ -12,6 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::assets::Answer;
 use crate::decide::Action;
+use crate::live::Snapshot;
 use crate::respond::{self, Reply};
 
 /// How a reply goes out.
@@ -26,20 +27,30 @@ pub struct Out<'a> {
     pub send_timeout: Duration,
 }
 
-/// A reply the gateway makes without the static store: `/config.json`, a redirect, a
-/// refusal. (Static files come from the store; forwarding and upgrades make none.)
-pub fn made(action: &Action, client_config: &Bytes, tls: bool) -> pingora::Result<Reply> {
+/// A reply the gateway makes without the static store: `/config.json`, an ACME answer, a
+/// redirect, a refusal. (Static files come from the store; forwarding and upgrades make
+/// none.)
+pub fn made(action: &Action, snap: &Snapshot, tls: bool) -> pingora::Result<Reply> {
     match action {
         Action::ClientConfig => {
+            let body = snap.client_config.clone();
             let mut header = respond::header(200, tls)?;
             header.insert_header("content-type", "application/json")?;
             header.insert_header("cache-control", "no-cache")?;
-            header.insert_header("content-length", client_config.len().to_string())?;
-            Ok(Reply {
-                header,
-                body: client_config.clone(),
-            })
+            header.insert_header("content-length", body.len().to_string())?;
+            Ok(Reply { header, body })
         }
+        Action::AcmeChallenge(token) => match snap.challenges.answer(token) {
+            Some(key_authorization) => {
+                let body = Bytes::from(key_authorization);
+                let mut header = respond::header(200, tls)?;
+                header.insert_header("content-type", "application/octet-stream")?;
+                header.insert_header("cache-control", "no-store")?;
+                header.insert_header("content-length", body.len().to_string())?;
+                Ok(Reply { header, body })
+            }
+            None => respond::error(404, "not_found", "no such challenge", tls),
+        },
         Action::Redirect(location) => {
             let mut header = respond::header(308, tls)?;
             header.insert_header("location", location.as_str())?;
