@@ -157,7 +157,7 @@ async fn websocket_over_tls_echoes_through_the_gateway() {
     assert_eq!(gw.tunnels_open().await, Some(1), "one open tunnel expected");
 }
 
-/// A TLS connection to the gateway that trusts only `ca_pem`, speaking HTTP/1.1: the
+/// A TLS connection to the gateway for `localhost`, trusting only `ca_pem`: the
 /// certificate it was shown, and the stream.
 async fn tls_connect(
     gw: &TestGateway,
@@ -166,58 +166,10 @@ async fn tls_connect(
     Vec<u8>,
     tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
 ) {
-    let connector = support::tls_connector(ca_pem, b"http/1.1").unwrap_or_else(|e| panic!("{e}"));
-    let tcp = tokio::net::TcpStream::connect(gw.tls.unwrap_or_else(|| panic!("no TLS listener")))
+    let addr = gw.tls.unwrap_or_else(|| panic!("no TLS listener"));
+    support::tls_connect(addr, ca_pem, "localhost")
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let name =
-        rustls::pki_types::ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
-    let stream = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
-        .await
-        .unwrap_or_else(|_| panic!("TLS handshake timed out"))
-        .unwrap_or_else(|e| panic!("TLS handshake: {e}"));
-    let shown = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|c| c.as_ref().to_vec())
-        .unwrap_or_default();
-    (shown, stream)
-}
-
-/// `GET /app.css` on a kept-alive connection: the status.
-async fn get_status_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    stream: &mut S,
-) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        stream
-            .write_all(b"GET /app.css HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await?;
-        let mut buf = Vec::new();
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or_default();
-                if buf.len() >= end + 4 + len {
-                    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-                    return Ok::<u16, std::io::Error>(status);
-                }
-            }
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .unwrap_or_else(|_| panic!("no answer in 10 s"))
-        .unwrap_or_else(|e| panic!("GET on the kept connection: {e}"))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The DER of the (first) certificate in a PEM file.
@@ -259,7 +211,7 @@ async fn a_reload_presents_renewed_certificate_files_to_new_connections_only_and
     let first = der_of(&cert);
     let (shown, mut kept) = tls_connect(&gw, &first_pem).await;
     assert_eq!(shown, first);
-    assert_eq!(get_status_on(&mut kept).await, 200);
+    assert_eq!(support::get_on(&mut kept, "/app.css").await.0, 200);
     let expiry = "btp_gateway_certificate_expiry_timestamp_seconds{domain=\"localhost\"}";
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -284,9 +236,9 @@ async fn a_reload_presents_renewed_certificate_files_to_new_connections_only_and
         shown, second,
         "a new connection gets the renewed certificate"
     );
-    assert_eq!(get_status_on(&mut fresh).await, 200);
+    assert_eq!(support::get_on(&mut fresh, "/app.css").await.0, 200);
     // The connection made before the reload is untouched: it still answers.
-    assert_eq!(get_status_on(&mut kept).await, 200);
+    assert_eq!(support::get_on(&mut kept, "/app.css").await.0, 200);
     assert!(gw.metric(expiry).await.is_some_and(|t| t > now));
 
     // A certificate with another key's file: refused, the renewed one stays.
@@ -300,8 +252,8 @@ async fn a_reload_presents_renewed_certificate_files_to_new_connections_only_and
     reload(&gw, "failed", 1.0).await;
     let (shown, mut again) = tls_connect(&gw, &second_pem).await;
     assert_eq!(shown, second, "the running certificate is kept");
-    assert_eq!(get_status_on(&mut again).await, 200);
-    assert_eq!(get_status_on(&mut fresh).await, 200);
+    assert_eq!(support::get_on(&mut again, "/app.css").await.0, 200);
+    assert_eq!(support::get_on(&mut fresh, "/app.css").await.0, 200);
     let log = gw.process.output();
     assert!(log.contains("does not match gateway.tls_cert"), "{log}");
     assert!(log.contains("[RELOAD] FAILED"), "{log}");

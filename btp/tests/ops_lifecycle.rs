@@ -233,7 +233,7 @@ async fn reload_serves_new_static_files_and_config_and_keeps_open_sockets_open()
     let mut kept = tokio::net::TcpStream::connect(stack.http)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let before = get_on(&mut kept, "/").await;
+    let (_, before) = support::get_on(&mut kept, "/").await;
     assert!(before.contains("BTP index"), "{before}");
     let config = ops::get_text(&stack.client, &stack.url("/config.json")).await;
     let assets_before = assets_version(&config);
@@ -258,7 +258,7 @@ async fn reload_serves_new_static_files_and_config_and_keeps_open_sockets_open()
 
     let index = ops::get_text(&stack.client, &stack.url("/")).await;
     assert!(index.contains("BTP reloaded"), "{index}");
-    let after = get_on(&mut kept, "/").await;
+    let (_, after) = support::get_on(&mut kept, "/").await;
     assert!(after.contains("BTP reloaded"), "{after}");
     let config = ops::get_text(&stack.client, &stack.url("/config.json")).await;
     assert!(config.contains("https://new.example.ma"), "{config}");
@@ -785,37 +785,4 @@ fn assets_version(config: &str) -> String {
         .to_string();
     assert!(!version.is_empty(), "no assetsVersion in {config}");
     version
-}
-
-/// `GET path` on a kept-alive connection: the body of the answer (sized by its
-/// `Content-Length`), within 10 s.
-async fn get_on(conn: &mut tokio::net::TcpStream, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: btp\r\nAccept: text/html\r\n\r\n");
-        conn.write_all(request.as_bytes()).await?;
-        let mut buf = Vec::new();
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or_else(|| panic!("no content-length in {head}"));
-                if buf.len() >= end + 4 + len {
-                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-                    return Ok::<_, std::io::Error>(body);
-                }
-            }
-            if conn.read_buf(&mut buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(e)) => panic!("GET {path} on the kept connection: {e}"),
-        Err(_) => panic!("GET {path} on the kept connection: no answer in 10 s"),
-    }
 }

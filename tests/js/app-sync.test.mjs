@@ -336,6 +336,12 @@ describe('web app on the real gateway and API', () => {
       e.querySelector('[data-testid="conflict-yours"]').textContent,
       e.querySelector('[data-testid="conflict-current"]').textContent,
     ]).sort());
+    // The dialog's "current" column follows the server: it may open on the version A
+    // knew and then move to the newest, so the rows are waited for, then asserted.
+    const dialogShows = async (want) => {
+      await eventually(async () => JSON.stringify(await conflictFields()) === JSON.stringify(want), { timeout: 10000 });
+      assert.deepEqual(await conflictFields(), want);
+    };
     try {
       await C.page.goto(system.url);
       await signIn(C.page, user);
@@ -351,7 +357,7 @@ describe('web app on the real gateway and API', () => {
       await A.context.setOffline(false);
       await waitConn(A.page, 'websocket');
       await A.page.waitForSelector(tid('conflict-dialog'), { timeout: 10000 });
-      assert.deepEqual(await conflictFields(), [
+      await dialogShows([
         ['notes', 'Dalle du R+1 coulée', 'Coffrage R+1 en cours'],
         ['progress', '15 %', '30 %'],
       ]);
@@ -391,7 +397,7 @@ describe('web app on the real gateway and API', () => {
       await A.context.setOffline(false);
       await waitConn(A.page, 'websocket');
       await A.page.waitForSelector(tid('conflict-dialog'), { timeout: 10000 });
-      assert.deepEqual(await conflictFields(), [['progress', '40 %', '55 %']]);
+      await dialogShows([['progress', '40 %', '55 %']]);
       await A.page.click(tid('conflict-keep-current'));
       await A.page.waitForSelector(tid('conflict-dialog'), { state: 'detached' });
       await new Promise((r) => setTimeout(r, 500));
@@ -434,7 +440,7 @@ describe('web app on the real gateway and API', () => {
         await waitConn(A.page, 'websocket');
         await A.page.waitForSelector(`${tid('conflict-dialog')}[data-kind="delete"]`, { timeout: 10000 });
         // It shows what changed since the delete: the progress, as A saw it and as it is.
-        assert.deepEqual(await conflictFields(), [['progress', `${before} %`, `${progress} %`]]);
+        await dialogShows([['progress', `${before} %`, `${progress} %`]]);
         // Meanwhile the project is back in A's list, as it is on the server.
         await A.page.waitForSelector(rowByName(shed));
       };

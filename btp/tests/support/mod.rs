@@ -320,3 +320,74 @@ pub fn write_static_site(dir: &TempDir, root: &str) {
         "<!doctype html><title>docs</title>\n",
     );
 }
+
+/// `GET path` on a kept-alive HTTP/1.1 connection, within 10 s: the status and the body
+/// (sized by its `Content-Length`).
+pub async fn get_on<S>(stream: &mut S, path: &str) -> (u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/html\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = Vec::new();
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no content-length in {head}"));
+                if buf.len() >= end + 4 + len {
+                    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                    return Ok::<_, std::io::Error>((status, body));
+                }
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => panic!("GET {path} on the kept connection: {e}"),
+        Err(_) => panic!("GET {path} on the kept connection: no answer in 10 s"),
+    }
+}
+
+/// A TLS connection to `addr` for `name`, trusting only `ca_pem`, offering HTTP/1.1: the
+/// certificate it was shown (DER) and the stream.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+    name: &str,
+) -> Result<
+    (
+        Vec<u8>,
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    ),
+    String,
+> {
+    let connector = tls_connector(ca_pem, b"http/1.1")?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name =
+        rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+    let stream = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let shown = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default();
+    Ok((shown, stream))
+}
