@@ -33,7 +33,7 @@ impl Site {
         }
     }
 
-    fn config(&self, pebble: &Pebble) -> std::path::PathBuf {
+    fn config(&self, pebble: &Pebble, challenge: &str) -> std::path::PathBuf {
         let api = loopback(free_ports(1)[0]);
         write_config(
             &self.dir,
@@ -41,7 +41,7 @@ impl Site {
                 "[gateway]\nlisten = \"{}\"\nadmin_listen = \"{}\"\ntls_listen = \"{}\"\n\
                  pid_file = \"data/btp.pid\"\n\
                  acme_domains = [\"{DOMAIN}\"]\nacme_email = \"ops@btp.test\"\n\
-                 acme_directory = \"{}\"\nacme_ca_roots = \"{}\"\n\n\
+                 acme_directory = \"{}\"\nacme_ca_roots = \"{}\"\nacme_challenge = \"{challenge}\"\n\n\
                  [static]\nroot = \"static\"\n\n[api]\nlisten = \"{api}\"\n",
                 self.http,
                 self.admin,
@@ -75,44 +75,29 @@ impl Site {
 /// `GET /` over TLS for DOMAIN, trusting only `root_pem`: the status, the body and the
 /// certificate shown.
 async fn https_get(site: &Site, root_pem: &[u8]) -> Result<(u16, String, Vec<u8>), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let connector = support::tls_connector(root_pem, b"http/1.1")?;
-    let tcp = tokio::net::TcpStream::connect(site.tls)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from(DOMAIN).map_err(|e| e.to_string())?;
-    let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
-        .await
-        .map_err(|_| "handshake timed out".to_string())?
-        .map_err(|e| format!("handshake: {e}"))?;
-    let shown = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.as_ref().to_vec())
-        .unwrap_or_default();
-    tls.write_all(
-        format!(
-            "GET / HTTP/1.1\r\nHost: {DOMAIN}\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Ok((status, text, shown))
+    let (shown, mut tls) = support::tls_connect(site.tls, root_pem, DOMAIN).await?;
+    let (status, body) = support::get_on(&mut tls, "/").await;
+    Ok((status, body, shown))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_obtained_with_tls_alpn01_kept_and_reused_after_a_restart_without_the_authority(
+) {
+    obtain_keep_reuse("tls-alpn-01").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_is_obtained_with_http01_kept_and_reused_after_a_restart_without_the_authority(
 ) {
+    obtain_keep_reuse("http-01").await;
+}
+
+/// Order with `challenge` from pebble, serve it, keep it, and serve the kept one after a
+/// restart with pebble stopped.
+async fn obtain_keep_reuse(challenge: &str) {
     let site = Site::new();
-    let mut pebble = Pebble::start(&site.dir, site.http.port()).await;
-    let config = site.config(&pebble);
+    let mut pebble = Pebble::start(&site.dir, site.http.port(), site.tls.port()).await;
+    let config = site.config(&pebble, challenge);
     let mut gw = site.start(&config).await;
 
     // The order runs while the gateway serves: the certificate arrives within seconds.

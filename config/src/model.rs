@@ -99,15 +99,16 @@ pub struct Gateway {
     /// PEM file of the roots to trust for `acme_directory` (a private or test CA); "" =
     /// the usual web roots.
     pub acme_ca_roots: String,
-    /// How the authority checks the names: `http-01`, answered on `listen` (which must be
-    /// reachable on port 80 under each name).
+    /// How the authority checks the names: `tls-alpn-01`, answered on `tls_listen`
+    /// (reachable on port 443 under each name), or `http-01`, answered on `listen`
+    /// (reachable on port 80).
     pub acme_challenge: String,
 }
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// The ACME challenges `gateway.acme_challenge` accepts.
-pub const ACME_CHALLENGES: [&str; 1] = ["http-01"];
+pub const ACME_CHALLENGES: [&str; 2] = ["tls-alpn-01", "http-01"];
 
 impl Default for Gateway {
     fn default() -> Self {
@@ -138,7 +139,7 @@ impl Default for Gateway {
             acme_email: String::new(),
             acme_directory: LETS_ENCRYPT.into(),
             acme_ca_roots: String::new(),
-            acme_challenge: "http-01".into(),
+            acme_challenge: "tls-alpn-01".into(),
         }
     }
 }

@@ -318,7 +318,7 @@ fn acme_settings_are_checked_where_they_are_written() {
         "config.toml:3:1: gateway.acme_email = \"not an address\" is not an email address",
         "config.toml:4:1: gateway.acme_directory = \"http://acme.example/dir\" is not an https:// URL",
         "config.toml:5:1: gateway.acme_ca_roots ",
-        "config.toml:6:1: gateway.acme_challenge = \"dns-01\": expected one of http-01",
+        "config.toml:6:1: gateway.acme_challenge = \"dns-01\": expected one of tls-alpn-01, http-01",
     ];
     assert_eq!(got.len(), want.len(), "{got:#?}");
     for (got, want) in got.iter().zip(want) {

@@ -3,9 +3,11 @@
 //!
 //! - At start, a certificate kept in `acme.dir` for exactly `acme_domains` is presented
 //!   at once (no order); otherwise one is ordered while the listeners already run.
-//! - The authority checks each name with HTTP-01: it asks `listen` for
-//!   `/.well-known/acme-challenge/<token>`, which the front door routes here
-//!   ([`Challenges`], decided in `decide.rs`, answered in `serve/reply.rs`).
+//! - The authority checks each name with TLS-ALPN-01 (RFC 8737, the default): it opens a
+//!   TLS connection to `tls_listen` offering only `acme-tls/1`, and the listener presents
+//!   a certificate made for the check ([`Certificate::answer_alpn`]); or with HTTP-01: it
+//!   asks `listen` for `/.well-known/acme-challenge/<token>`, which the front door routes
+//!   here ([`Challenges`], decided in `decide.rs`, answered in `serve/reply.rs`).
 //! - Renewal starts two thirds into the certificate's lifetime; a failed order is tried
 //!   again after 5 s, then twice as long each time up to an hour, while the current
 //!   certificate keeps being served (`btp_gateway_acme_failures_total`, and the log).
@@ -27,6 +29,9 @@ use instant_acme::{
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::{IntCounter, Opts};
+use rustls::crypto::ring::default_provider;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
 
 use crate::metrics::Metrics;
 use crate::tls::{self, write_private, Certificate, Loaded};
@@ -50,6 +55,16 @@ pub struct AcmeSettings {
     pub ca_roots: Option<PathBuf>,
     /// Where the account key and the certificate are kept (mode 0700).
     pub dir: PathBuf,
+    pub challenge: Challenge,
+}
+
+/// How the authority checks that the gateway answers for a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// On the TLS listener, with a certificate made for the check (RFC 8737).
+    TlsAlpn01,
+    /// On the plain listener, at `/.well-known/acme-challenge/<token>`.
+    Http01,
 }
 
 /// The HTTP-01 answers the authority may ask for now: token → key authorization.
@@ -67,10 +82,12 @@ impl Challenges {
     }
 }
 
-/// Takes its tokens out of [`Challenges`] when the order is over, whatever its outcome.
+/// Takes its answers away when the order is over, whatever its outcome.
 struct Answering<'a> {
     challenges: &'a Challenges,
+    certificate: &'a Certificate,
     tokens: Vec<String>,
+    names: Vec<String>,
 }
 
 impl Answering<'_> {
@@ -80,6 +97,11 @@ impl Answering<'_> {
             .insert(token.clone(), key_authorization);
         self.tokens.push(token);
     }
+
+    fn put_alpn(&mut self, name: &str, key: Arc<CertifiedKey>) {
+        self.certificate.answer_alpn(name, key);
+        self.names.push(name.to_string());
+    }
 }
 
 impl Drop for Answering<'_> {
@@ -88,7 +110,33 @@ impl Drop for Answering<'_> {
         for token in &self.tokens {
             map.remove(token);
         }
+        for name in &self.names {
+            self.certificate.forget_alpn(name);
+        }
     }
+}
+
+/// The certificate a TLS-ALPN-01 check of `name` must see (RFC 8737 §3): self-signed, for
+/// `name` alone, with the SHA-256 of the key authorization in a critical acmeIdentifier
+/// extension.
+fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, AcmeError> {
+    let failed = |e: String| AcmeError::Order(format!("challenge certificate for {name}: {e}"));
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| failed(e.to_string()))?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let key = rcgen::KeyPair::generate().map_err(|e| failed(e.to_string()))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| failed(e.to_string()))?;
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    // Not `CertifiedKey::from_der`: it parses the certificate as a peer's would be, and
+    // refuses the critical acmeIdentifier extension the check exists for.
+    let signing = default_provider()
+        .key_provider
+        .load_private_key(private)
+        .map_err(|e| failed(e.to_string()))?;
+    let certified = CertifiedKey::new(vec![cert.der().clone()], signing);
+    Ok(Arc::new(certified))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +209,13 @@ impl Acme {
         let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
         let mut answering = Answering {
             challenges: &self.challenges,
+            certificate: &self.certificate,
             tokens: Vec::new(),
+            names: Vec::new(),
+        };
+        let kind = match s.challenge {
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            Challenge::Http01 => ChallengeType::Http01,
         };
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
@@ -171,14 +225,27 @@ impl Acme {
                 AuthorizationStatus::Valid => continue,
                 other => return Err(AcmeError::Order(format!("an authorization is {other:?}"))),
             }
-            let mut challenge =
-                authorization
-                    .challenge(ChallengeType::Http01)
-                    .ok_or_else(|| {
-                        AcmeError::Order("the authority offers no http-01 challenge".into())
-                    })?;
-            let key_authorization = challenge.key_authorization().as_str().to_string();
-            answering.put(challenge.token.clone(), key_authorization);
+            let Some(mut challenge) = authorization.challenge(kind.clone()) else {
+                return Err(AcmeError::Order(format!(
+                    "the authority offers no {kind:?} challenge"
+                )));
+            };
+            let key_authorization = challenge.key_authorization();
+            match s.challenge {
+                Challenge::Http01 => {
+                    answering.put(
+                        challenge.token.clone(),
+                        key_authorization.as_str().to_string(),
+                    );
+                }
+                Challenge::TlsAlpn01 => {
+                    let Identifier::Dns(name) = challenge.identifier().identifier else {
+                        return Err(AcmeError::Order("a name that is not a DNS name".into()));
+                    };
+                    let certificate = alpn_certificate(name, key_authorization.digest().as_ref())?;
+                    answering.put_alpn(name, certificate);
+                }
+            }
             challenge.set_ready().await?;
         }
         let retries = RetryPolicy::default().timeout(ORDER_TIMEOUT);
@@ -308,10 +375,14 @@ mod tests {
     #[test]
     fn tokens_are_answered_only_while_their_order_runs() {
         let challenges = Challenges::default();
+        let metrics = Metrics::new().unwrap_or_else(|e| panic!("{e}"));
+        let certificate = Certificate::new(None, &metrics).unwrap_or_else(|e| panic!("{e}"));
         {
             let mut answering = Answering {
                 challenges: &challenges,
+                certificate: &certificate,
                 tokens: Vec::new(),
+                names: Vec::new(),
             };
             answering.put("tok".into(), "tok.thumb".into());
             assert_eq!(challenges.answer("tok").as_deref(), Some("tok.thumb"));

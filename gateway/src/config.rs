@@ -118,6 +118,10 @@ impl Settings {
                 ca_roots: (!c.gateway.acme_ca_roots.is_empty())
                     .then(|| c.resolve(&c.gateway.acme_ca_roots)),
                 dir: data_dir.join("acme"),
+                challenge: match c.gateway.acme_challenge.as_str() {
+                    "http-01" => crate::acme::Challenge::Http01,
+                    _ => crate::acme::Challenge::TlsAlpn01,
+                },
             }),
             workers,
             trusted: c

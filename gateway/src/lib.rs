@@ -131,7 +131,12 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
     };
     let tls = match (settings.tls_listen, &certificate) {
         (Some(addr), Some(certificate)) => {
-            Some((addr, Arc::new(tls::settings(certificate.clone())?.build())))
+            let acme_alpn =
+                (settings.acme.as_ref()).is_some_and(|a| a.challenge == acme::Challenge::TlsAlpn01);
+            Some((
+                addr,
+                Arc::new(tls::settings(certificate.clone(), acme_alpn)?.build()),
+            ))
         }
         _ => None,
     };

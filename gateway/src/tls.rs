@@ -7,9 +7,10 @@
 //! Pingora's own loader panics on bad files; a config that got past `btp check` and then
 //! lost its key file must still fail with a message, not a backtrace.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
@@ -38,15 +39,23 @@ pub enum TlsError {
     },
 }
 
-/// Pingora listener settings presenting `certificate`: HTTP/2 offered through ALPN.
-pub fn settings(certificate: Arc<Certificate>) -> Result<TlsSettings, TlsError> {
+/// The ALPN protocol of an ACME TLS-ALPN-01 check (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Pingora listener settings presenting `certificate`: HTTP/2 then HTTP/1.1 offered
+/// through ALPN, and `acme-tls/1` too when `acme_alpn` (the checks of an ACME order).
+pub fn settings(certificate: Arc<Certificate>, acme_alpn: bool) -> Result<TlsSettings, TlsError> {
     let mut settings =
         TlsSettings::with_callbacks(Box::new(NoCallbacks)).map_err(|e| TlsError::Cert {
             path: "(listener)".into(),
             message: e.to_string(),
         })?;
     settings.set_cert_resolver(certificate);
-    settings.enable_h2();
+    let mut protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if acme_alpn {
+        protocols.push(ACME_TLS_ALPN.to_vec());
+    }
+    settings.set_alpn_protocols(protocols);
     Ok(settings)
 }
 
@@ -79,6 +88,8 @@ impl Loaded {
 pub struct Certificate {
     current: ArcSwapOption<CertifiedKey>,
     expiry: IntGaugeVec,
+    /// TLS-ALPN-01 answers while an ACME order runs: name → its challenge certificate.
+    alpn_answers: Mutex<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl std::fmt::Debug for Certificate {
@@ -104,6 +115,7 @@ impl Certificate {
         let certificate = Certificate {
             current: ArcSwapOption::empty(),
             expiry,
+            alpn_answers: Mutex::new(HashMap::new()),
         };
         if let Some(loaded) = loaded {
             certificate.swap(loaded);
@@ -117,6 +129,21 @@ impl Certificate {
         self.show(&loaded);
     }
 
+    /// Present `key` to a TLS-ALPN-01 check of `name`, until [`Certificate::forget_alpn`].
+    pub fn answer_alpn(&self, name: &str, key: Arc<CertifiedKey>) {
+        self.answers().insert(name.to_string(), key);
+    }
+
+    pub fn forget_alpn(&self, name: &str) {
+        self.answers().remove(name);
+    }
+
+    fn answers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<CertifiedKey>>> {
+        self.alpn_answers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn show(&self, loaded: &Loaded) {
         self.expiry.reset();
         for name in &loaded.names {
@@ -128,7 +155,17 @@ impl Certificate {
 }
 
 impl ResolvesServerCert for Certificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // An ACME check asks for `acme-tls/1` only: it gets the name's challenge
+        // certificate, or nothing (RFC 8737 §3); never the certificate in use.
+        if hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN))
+        {
+            return hello
+                .server_name()
+                .and_then(|name| self.answers().get(name).cloned());
+        }
         self.current.load_full()
     }
 }

@@ -22,9 +22,9 @@ pub struct Pebble {
 }
 
 impl Pebble {
-    /// Pebble checking HTTP-01 answers on `http_port` of whatever a name resolves to
-    /// (127.0.0.1), with its files under `dir`.
-    pub async fn start(dir: &TempDir, http_port: u16) -> Pebble {
+    /// Pebble checking HTTP-01 answers on `http_port`, TLS-ALPN-01 ones on `tls_port`, of
+    /// whatever a name resolves to (127.0.0.1), with its files under `dir`.
+    pub async fn start(dir: &TempDir, http_port: u16, tls_port: u16) -> Pebble {
         let ports = free_ports(4);
         let (acme, management, dns, dns_management) = (
             loopback(ports[0]),
@@ -44,8 +44,7 @@ impl Pebble {
                     "certificate": certs.join("dev.crt"),
                     "privateKey": certs.join("dev.key"),
                     "httpPort": http_port,
-                    // TLS-ALPN-01 is not used; a port nothing listens on.
-                    "tlsPort": free_ports(1)[0],
+                    "tlsPort": tls_port,
                     "ocspResponderURL": "",
                     "externalAccountBindingRequired": false
                 }
