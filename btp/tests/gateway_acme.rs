@@ -18,23 +18,26 @@ struct Site {
     http: SocketAddr,
     admin: SocketAddr,
     tls: SocketAddr,
+    /// The API worker's address (a fake one, where a test starts it).
+    api: SocketAddr,
 }
 
 impl Site {
     fn new() -> Site {
         let dir = TempDir::new("acme");
         write_static_site(&dir, "static");
-        let ports = free_ports(3);
+        let ports = free_ports(4);
         Site {
             dir,
             http: loopback(ports[0]),
             admin: loopback(ports[1]),
             tls: loopback(ports[2]),
+            api: loopback(ports[3]),
         }
     }
 
     fn config(&self, pebble: &Pebble, challenge: &str) -> std::path::PathBuf {
-        let api = loopback(free_ports(1)[0]);
+        let api = self.api;
         write_config(
             &self.dir,
             &format!(
@@ -164,6 +167,115 @@ async fn obtain_keep_reuse(challenge: &str) {
     let log = gw.output();
     assert!(log.contains("[ACME] certificate kept in"), "{log}");
     assert!(!log.contains("[ACME] no certificate"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_goes_to_new_connections_while_open_ones_keep_working() {
+    // Certificates for 30 s: the renewal is due 20 s after each is issued.
+    let site = Site::new();
+    let mut pebble =
+        Pebble::start_with(&site.dir, site.http.port(), site.tls.port(), Some(30)).await;
+    let config = site.config(&pebble, "tls-alpn-01");
+    let _worker = support::upstream::Upstream::try_start(site.api, 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut gw = site.start(&config).await;
+    gw.wait_for_status(
+        &format!("http://{}/readyz", site.admin),
+        200,
+        Duration::from_secs(30),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let expiry = format!("btp_gateway_certificate_expiry_timestamp_seconds{{domain=\"{DOMAIN}\"}}");
+    while !site.metrics().await.contains(&expiry) {
+        assert!(
+            Instant::now() < deadline,
+            "no certificate:\n{}",
+            gw.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let root = pebble.root_pem().await;
+    let (first, mut kept) = support::tls_connect(site.tls, root.as_bytes(), DOMAIN)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(support::get_on(&mut kept, "/app.css").await.0, 200);
+    // A WebSocket over TLS, relayed to the worker, open across the renewal.
+    let mut socket = support::ws::connect_tls_to(
+        site.tls,
+        DOMAIN,
+        "/socket.io/?EIO=4&transport=websocket",
+        root.as_bytes(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.output()));
+    support::ws::echo(&mut socket, "before the renewal")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let account = std::fs::read(site.dir.join("data/acme/account.json")).unwrap_or_default();
+
+    // Within the next 40 s a renewal is presented to new connections.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let renewed = loop {
+        let (shown, _) = support::tls_connect(site.tls, root.as_bytes(), DOMAIN)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", gw.output()));
+        if shown != first {
+            break shown;
+        }
+        assert!(Instant::now() < deadline, "no renewal:\n{}", gw.output());
+        // The connection opened before keeps working meanwhile.
+        assert_eq!(support::get_on(&mut kept, "/app.css").await.0, 200);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(!renewed.is_empty());
+    // And after: the old connection still answers, on its old certificate; so does the
+    // WebSocket; and the renewal was ordered with the same account.
+    assert_eq!(support::get_on(&mut kept, "/app.css").await.0, 200);
+    support::ws::echo(&mut socket, "after the renewal")
+        .await
+        .unwrap_or_else(|e| panic!("the WebSocket did not survive the renewal: {e}"));
+    assert_eq!(
+        std::fs::read(site.dir.join("data/acme/account.json")).unwrap_or_default(),
+        account
+    );
+    assert_eq!(
+        kept.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec()),
+        Some(first)
+    );
+    let log = gw.output();
+    assert!(
+        log.matches("[ACME] certificate obtained").count() >= 2,
+        "{log}"
+    );
+
+    // The authority gone, the next renewal fails: counted, retried, and the renewed
+    // certificate is still presented to new connections.
+    pebble.stop();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !site
+        .metrics()
+        .await
+        .contains("btp_gateway_acme_failures_total 1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no failed renewal:\n{}",
+            gw.output()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (shown, mut fresh) = support::tls_connect(site.tls, root.as_bytes(), DOMAIN)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(shown, renewed);
+    assert_eq!(support::get_on(&mut fresh, "/app.css").await.0, 200);
+    assert!(gw.output().contains("next try in 5s"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -327,9 +327,13 @@ impl BackgroundService for Acme {
                 _ => match self.obtain().await {
                     Ok(loaded) => {
                         tracing::info!("[ACME] certificate obtained: {}", loaded.describe());
+                        let due = renewal_due(loaded.not_before, loaded.not_after);
                         self.certificate.swap(loaded);
                         retry = FIRST_RETRY;
-                        continue;
+                        // A certificate due at once (an authority issuing very short
+                        // lifetimes) is not ordered again in a loop.
+                        Duration::from_secs(due.saturating_sub(now()).max(0) as u64)
+                            .max(FIRST_RETRY)
                     }
                     Err(e) => {
                         self.failures.inc();

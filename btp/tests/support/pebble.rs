@@ -25,6 +25,17 @@ impl Pebble {
     /// Pebble checking HTTP-01 answers on `http_port`, TLS-ALPN-01 ones on `tls_port`, of
     /// whatever a name resolves to (127.0.0.1), with its files under `dir`.
     pub async fn start(dir: &TempDir, http_port: u16, tls_port: u16) -> Pebble {
+        Pebble::start_with(dir, http_port, tls_port, None).await
+    }
+
+    /// [`Pebble::start`], its certificates valid for `validity` seconds (else pebble's
+    /// default, years).
+    pub async fn start_with(
+        dir: &TempDir,
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<u64>,
+    ) -> Pebble {
         let ports = free_ports(4);
         let (acme, management, dns, dns_management) = (
             loopback(ports[0]),
@@ -35,22 +46,22 @@ impl Pebble {
         let certs = dir.join("pebble");
         let (code, out, err) = run_btp_plain(&["certs", "--dir", &certs.display().to_string()]);
         assert_eq!(code, 0, "btp certs for pebble: {out}{err}");
-        let config = dir.write(
-            "pebble/pebble.json",
-            serde_json::json!({
-                "pebble": {
-                    "listenAddress": acme.to_string(),
-                    "managementListenAddress": management.to_string(),
-                    "certificate": certs.join("dev.crt"),
-                    "privateKey": certs.join("dev.key"),
-                    "httpPort": http_port,
-                    "tlsPort": tls_port,
-                    "ocspResponderURL": "",
-                    "externalAccountBindingRequired": false
-                }
-            })
-            .to_string(),
-        );
+        let mut config = serde_json::json!({
+            "pebble": {
+                "listenAddress": acme.to_string(),
+                "managementListenAddress": management.to_string(),
+                "certificate": certs.join("dev.crt"),
+                "privateKey": certs.join("dev.key"),
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false
+            }
+        });
+        if let Some(seconds) = validity {
+            config["pebble"]["certificateValidityPeriod"] = seconds.into();
+        }
+        let config = dir.write("pebble/pebble.json", config.to_string());
         let log = |name: &str| {
             let file = std::fs::File::create(certs.join(name))
                 .unwrap_or_else(|e| panic!("pebble log: {e}"));

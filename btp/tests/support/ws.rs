@@ -39,18 +39,28 @@ pub async fn connect(addr: SocketAddr, path: &str) -> Result<Ws, String> {
 /// Open a WebSocket over TLS (`wss://localhost…`) to `path` on `addr`, trusting only the
 /// PEM certificate `ca_pem`, offering only HTTP/1.1 in ALPN as browsers do for WebSockets.
 pub async fn connect_tls(addr: SocketAddr, path: &str, ca_pem: &[u8]) -> Result<Ws, String> {
+    connect_tls_to(addr, "localhost", path, ca_pem).await
+}
+
+/// [`connect_tls`] for the server name `name`.
+pub async fn connect_tls_to(
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+    ca_pem: &[u8],
+) -> Result<Ws, String> {
     let connector = super::tls_connector(ca_pem, b"http/1.1")?;
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let name = rustls::pki_types::ServerName::try_from("localhost")
+    let server = rustls::pki_types::ServerName::try_from(name.to_string())
         .map_err(|e| format!("server name: {e}"))?;
     let tls = connector
-        .connect(name, tcp)
+        .connect(server, tcp)
         .await
         .map_err(|e| format!("tls handshake: {e}"))?;
-    handshake(tls, &format!("localhost:{}", addr.port()), path).await
+    handshake(tls, &format!("{name}:{}", addr.port()), path).await
 }
 
 async fn handshake<S>(stream: S, host: &str, path: &str) -> Result<Ws, String>
