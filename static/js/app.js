@@ -100,7 +100,7 @@ class App {
       // Local data first: the list opens from this device's store at once, with or
       // without a network, and edits queue in the outbox until the server answers.
       await this.enter(session);
-      probe.then((failed) => { if (failed) toast(t('offline.started'), 'warn', 6000); });
+      probe.then((failed) => { if (failed) this.announceOffline(failed); });
       return;
     }
     // The sign-in form at once; an unreachable server replaces it with the error screen.
@@ -109,6 +109,31 @@ class App {
     loadWorkspace().catch(() => { /* enter() says so, if it is still missing then */ });
     const failed = await probe;
     if (failed && !this.engine) this.fatal(failed);
+  }
+
+  /**
+   * Signed in, the server did not answer: the app runs from this device. In the desktop
+   * app the address itself may be wrong (the server moved): the notice stays, with a way
+   * to the address form, which keeps the app as it is until another address answers.
+   */
+  announceOffline(err) {
+    if (servedOverHttp()) {
+      toast(t('offline.started'), 'warn', 6000);
+      return;
+    }
+    toast(t('offline.started'), 'warn', 0, {
+      label: t('error.serverChange'),
+      testid: 'offline-server',
+      onClick: () => renderFatal(this.root, err, {
+        // A new address: start again from it (one engine, one store, one socket).
+        onRetry: () => location.reload(),
+        serverUrl: this.config.apiUrl,
+        onContinueOffline: () => {
+          this.renderShell();
+          this.announceOffline(err);
+        },
+      }),
+    });
   }
 
   /** The error screen naming what failed; in the desktop app, with the server address. */

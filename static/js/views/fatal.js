@@ -6,7 +6,7 @@ import { h, icon, replace } from '../dom.js';
 import { t } from '../i18n.js';
 import { parseServerUrl, probeApi, savedServer, saveServer, ConfigError } from '../config.js';
 
-export function renderFatal(root, err, { onRetry, serverUrl } = {}) {
+export function renderFatal(root, err, { onRetry, serverUrl, onContinueOffline } = {}) {
   const retry = h('button', { class: 'btn btn-primary', type: 'button', testid: 'fatal-retry', on: { click: onRetry } }, icon('refresh'), t('error.retry'));
   replace(root, h('main', { class: 'fatal-wrap' },
     h('section', { class: 'fatal', testid: 'fatal-error', role: 'alert', 'data-reason': err.reason },
@@ -16,7 +16,9 @@ export function renderFatal(root, err, { onRetry, serverUrl } = {}) {
       h('p', { class: 'fatal-label', text: t('error.tried') }),
       h('code', { class: 'fatal-url', testid: 'fatal-url', dir: 'ltr', text: err.url }),
       err.detail ? h('p', { class: 'fatal-detail', testid: 'fatal-detail', dir: 'auto', text: err.detail }) : null,
-      h('div', { class: 'fatal-actions' }, retry),
+      h('div', { class: 'fatal-actions' },
+        retry,
+        onContinueOffline ? h('button', { class: 'btn btn-ghost', type: 'button', testid: 'fatal-offline', on: { click: onContinueOffline } }, t('error.offlineContinue')) : null),
       serverUrl !== undefined ? serverForm(serverUrl, onRetry) : null,
     ),
   ));
