@@ -34,7 +34,8 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
 use crate::metrics::Metrics;
-use crate::tls::{self, write_private, Certificate, Loaded};
+use crate::private::{private_dir, write_private};
+use crate::tls::{self, Certificate, Loaded};
 
 /// The first retry after a failed order; each next one waits twice as long.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -353,13 +354,6 @@ impl BackgroundService for Acme {
             }
         }
     }
-}
-
-/// Create `dir` (and its parents) and make it private to this user.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 #[cfg(test)]

@@ -93,6 +93,12 @@ fn origin(target: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
+/// The answer to an ACME challenge path with no answer (a malformed token here, an
+/// unknown one in `serve/reply.rs`).
+pub fn no_such_challenge() -> Action {
+    refuse(404, "not_found", "no such challenge", false)
+}
+
 /// An ACME token: base64url, as the authority makes them (RFC 8555 §8.1), bounded.
 fn is_token(token: &str) -> bool {
     (1..=256).contains(&token.len())
@@ -130,7 +136,7 @@ pub fn decide(facts: &Facts<'_>, s: &Settings, workers: usize) -> Decision {
             .filter(|t| is_token(t));
         decision.action = match (facts.method, token) {
             ("GET" | "HEAD", Some(token)) => Action::AcmeChallenge(token.to_string()),
-            ("GET" | "HEAD", None) => refuse(404, "not_found", "no such challenge", false),
+            ("GET" | "HEAD", None) => no_such_challenge(),
             _ => refuse(405, "method_not_allowed", "GET only", false),
         };
         return decision;
@@ -390,7 +396,7 @@ mod tests {
             c.gateway.tls_listen = Some("0.0.0.0:8443".into());
             c.gateway.redirect_http = true;
         });
-        let nothing = refuse(404, "not_found", "no such challenge", false);
+        let nothing = no_such_challenge();
         let table = [
             (
                 "GET",

@@ -27,6 +27,7 @@ pub mod forward;
 pub mod live;
 pub mod metrics;
 pub mod path;
+mod private;
 pub mod reload;
 pub mod respond;
 pub mod route;
@@ -179,7 +180,12 @@ pub fn run(config: btp_config::Config, opts: RunOptions) -> anyhow::Result<()> {
         test: false,
         conf: None,
     };
-    private_dir(&settings.upgrade_dir)?;
+    private::private_dir(&settings.upgrade_dir).with_context(|| {
+        format!(
+            "{}: the binary upgrade's socket needs a private directory",
+            settings.upgrade_dir.display()
+        )
+    })?;
     let mut server =
         Server::new_with_opt_and_conf(opt, server_conf(settings.listen, &settings.upgrade_dir));
     server.bootstrap();
@@ -289,34 +295,6 @@ fn server_conf(listen: SocketAddr, upgrade_dir: &Path) -> ServerConf {
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     }
-}
-
-/// Make `dir` exist as a directory of this user's, mode 0700.
-fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
-    }
-    let meta =
-        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if !meta.is_dir() || meta.uid() != me {
-        anyhow::bail!(
-            "{} must be a directory of the user btp runs as (uid {me}): it holds the binary upgrade's socket",
-            dir.display()
-        );
-    }
-    if meta.mode() & 0o777 != 0o700 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot make {} private", dir.display()))?;
-    }
-    Ok(())
 }
 
 pub use tls::generate_dev_cert;

@@ -8,7 +8,6 @@
 //! lost its key file must still fail with a message, not a backtrace.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -24,6 +23,7 @@ use rustls::sign::CertifiedKey;
 use x509_parser::extensions::GeneralName;
 
 use crate::metrics::Metrics;
+use crate::private::write_private;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -278,22 +278,6 @@ pub fn generate_dev_cert(cert: &Path, key: &Path) -> anyhow::Result<()> {
     std::fs::write(cert, generated.cert.pem())
         .with_context(|| format!("writing {}", cert.display()))?;
     Ok(())
-}
-
-/// Replace `path` with `bytes`, mode 0600: written to a new file beside it, then renamed
-/// over it, so a reader sees the old file or the new one, never a part.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

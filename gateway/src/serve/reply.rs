@@ -49,7 +49,7 @@ pub fn made(action: &Action, snap: &Snapshot, tls: bool) -> pingora::Result<Repl
                 header.insert_header("content-length", body.len().to_string())?;
                 Ok(Reply { header, body })
             }
-            None => respond::error(404, "not_found", "no such challenge", tls),
+            None => made(&crate::decide::no_such_challenge(), snap, tls),
         },
         Action::Redirect(location) => {
             let mut header = respond::header(308, tls)?;

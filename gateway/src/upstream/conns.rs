@@ -302,15 +302,21 @@ mod tests {
         (go, reused)
     }
 
-    #[test]
-    fn idle_connections_are_kept_per_shard() {
-        // A worker that accepts and stays silent: its connections stay reusable.
+    /// Connections, four busy at most, for two shards, to a worker that accepts and stays
+    /// silent (so its connections stay reusable); the worker lives as long as the listener.
+    fn to_a_silent_worker() -> (Conns, std::net::TcpListener) {
         let worker = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let addr: SocketAddr = worker.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let pool = Arc::new(Pool::new(vec![addr]));
         pool.set_healthy(0, true);
         let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
-        let conns = Arc::new(Conns::new(pool, metrics, 4, 2));
+        (Conns::new(pool, metrics, 4, 2), worker)
+    }
+
+    #[test]
+    fn idle_connections_are_kept_per_shard() {
+        let (conns, worker) = to_a_silent_worker();
+        let conns = Arc::new(conns);
 
         let (go0, reused0) = shard(conns.clone(), 0, 2);
         let (go1, reused1) = shard(conns.clone(), 1, 2);
@@ -334,13 +340,8 @@ mod tests {
 
     #[test]
     fn a_shard_keeps_as_many_idle_as_may_be_busy() {
-        let worker = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let addr: SocketAddr = worker.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let pool = Arc::new(Pool::new(vec![addr]));
-        pool.set_healthy(0, true);
-        let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
         // Four places for two shards: all four may be busy on shard 0 at once.
-        let conns = Conns::new(pool, metrics, 4, 2);
+        let (conns, worker) = to_a_silent_worker();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
